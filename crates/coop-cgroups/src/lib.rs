@@ -1,0 +1,130 @@
+//! coop-cgroups: the cgroup layer of coop's container engine.
+//!
+//! It finds where each controller lives ([`Hierarchy`]: cgroup v1, pure v2, or hybrid — v1
+//! controllers plus a cgroup2 mount), and manages one container's cgroup across all of them
+//! ([`Cgroup`]): create, limits, raw `lxc.cgroup.*` / `lxc.cgroup2.*` keys, processes,
+//! stats, freeze/thaw, kill and destroy.
+//!
+//! On a hybrid host the container cgroup is also made in the cgroup2 hierarchy and in the
+//! named `systemd` v1 hierarchy, and processes are added there too: a container running
+//! systemd as PID 1 inside a cgroup namespace needs to own its subtree there.
+//!
+//! Not implemented: the cgroup v2 device filter (an eBPF program);
+//! [`Cgroup::deny_devices_except`] only warns on a host without v1 `devices`.
+
+mod cgroup;
+mod error;
+mod fsutil;
+mod hierarchy;
+
+pub use cgroup::{Cgroup, CPU_PERIOD_US};
+pub use error::CgroupError;
+pub use hierarchy::{Hierarchy, Layout, V1_CONTROLLERS};
+
+/// Resource limits; `None` leaves the current setting alone.
+#[derive(Default, Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// CPUs worth of time, e.g. 0.5 (quota against a 100 ms period); at least 0.01.
+    pub cpu: Option<f64>,
+    /// Bytes. v1 also sets memory.memsw.limit_in_bytes to the same value when it exists
+    /// (no swap beyond the limit); v2 leaves memory.swap.max alone.
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    /// CPU list like "0-1" or "0,2"; memory nodes are inherited from the parent.
+    pub cpuset: Option<String>,
+}
+
+/// Usage and limits read back from the cgroup; `None` when the file is absent or there is
+/// no limit.
+#[derive(Default, Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub cpu_usage_ns: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit: Option<u64>,
+    /// CPUs in force (quota / period).
+    pub cpu_quota: Option<f64>,
+    pub pids_current: Option<u64>,
+    pub pids_max: Option<u64>,
+    pub cpuset: Option<String>,
+}
+
+/// "256M", "1G", "512k", "1048576" → bytes. Units are binary (K = 1024) and
+/// case-insensitive, optionally followed by "B" or "iB"; whitespace around is ignored.
+pub fn parse_size(s: &str) -> Result<u64, CgroupError> {
+    let bad = || CgroupError::InvalidSize(s.chars().take(64).collect());
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let unit = t[digits..].trim().to_ascii_lowercase();
+    let shift = match unit.as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_size_units() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("3gib").unwrap(), 3 << 30);
+        assert_eq!(parse_size(" 100B ").unwrap(), 100);
+        assert_eq!(parse_size("7 K").unwrap(), 7 << 10);
+        assert_eq!(parse_size("0").unwrap(), 0);
+    }
+
+    #[test]
+    fn parse_size_rejects() {
+        for bad in [
+            "",
+            " ",
+            "M",
+            "-1",
+            "1.5G",
+            "12Q",
+            "1GG",
+            "1iB",
+            "0x10",
+            "18446744073709551616",
+            "20000000T",
+            "1 G B",
+        ] {
+            let e = parse_size(bad).expect_err(bad);
+            assert!(matches!(e, CgroupError::InvalidSize(_)), "{bad}: {e}");
+        }
+        assert!(parse_size("abc")
+            .unwrap_err()
+            .to_string()
+            .contains("\"abc\""));
+    }
+
+    #[test]
+    fn stats_serializes() {
+        let s = Stats {
+            cpu_usage_ns: Some(5),
+            cpu_quota: Some(0.5),
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["cpu_usage_ns"], 5);
+        assert_eq!(v["cpu_quota"], 0.5);
+        assert!(v["pids_max"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 7);
+    }
+}

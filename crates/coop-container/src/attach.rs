@@ -1,0 +1,317 @@
+//! `coop attach`: run a command inside a running container.
+//!
+//! The command joins all of init's namespaces and its cgroup and loses the same
+//! capabilities as init, so it sees exactly what the container sees. It goes straight
+//! to the kernel (setns) rather than through the monitor, which keeps attach cheap.
+//! With a terminal on stdin the command gets a pty of its own, pumped by this process.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use coop_cgroups::{Cgroup, Hierarchy};
+use coop_config::Config;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+
+use crate::console::{window_size, RawMode};
+use crate::state::RunState;
+use crate::{Error, Result, Store};
+
+pub struct AttachOptions {
+    /// Empty: the container root's login shell.
+    pub command: Vec<String>,
+    /// Extra `NAME=VALUE` pairs.
+    pub env: Vec<(String, String)>,
+    /// Give the command a pty (the default when stdin is a terminal).
+    pub pty: bool,
+}
+
+/// Namespaces in the order they must be joined: the user namespace first (it grants the
+/// rights for the others), the mount namespace after the ones that need /proc paths.
+const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// Runs the command and returns its exit status (128 + N when killed by signal N).
+pub fn attach(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
+    store.require(name)?;
+    let st = RunState::load(store, name)?.ok_or_else(|| Error::NotRunning(name.into()))?;
+    let config = Config::load(&store.config_path(name))?;
+    let drop_caps = crate::monitor::capability_drop_list(&config)?;
+    let cgroup = Cgroup::new(&Hierarchy::detect()?, &st.cgroup);
+
+    let pid = st.init_pid;
+    let mut ns = Vec::new();
+    for (n, flag) in NAMESPACES {
+        let theirs = format!("/proc/{pid}/ns/{n}");
+        let ours = format!("/proc/self/ns/{n}");
+        let same = match (std::fs::metadata(&theirs), std::fs::metadata(&ours)) {
+            (Ok(a), Ok(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                a.ino() == b.ino() && a.dev() == b.dev()
+            }
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        let f = File::open(&theirs).map_err(Error::io(format!(
+            "container {name}: cannot open {theirs} (did it just stop?)"
+        )))?;
+        ns.push((OwnedFd::from(f), *flag, *n));
+    }
+
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        (
+            "TERM".into(),
+            std::env::var("TERM").unwrap_or_else(|_| "linux".into()),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("USER".into(), "root".into()),
+        ("container".into(), "lxc".into()),
+    ];
+    env.extend(config.environment.iter().cloned());
+    if st.spice.is_some() {
+        env.push(("DISPLAY".into(), ":0".into()));
+    }
+    env.extend(opts.env.iter().cloned());
+    let command = if opts.command.is_empty() {
+        vec![login_shell(pid)]
+    } else {
+        opts.command.clone()
+    };
+    let argv: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Msg("NUL byte in the command".into()))?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Msg("NUL byte in the environment".into()))?;
+
+    let pty = if opts.pty {
+        let p = nix::pty::openpty(None, None).map_err(Error::sys("openpty"))?;
+        if let Some((rows, cols)) = window_size(&std::io::stdin()) {
+            let ws = nix::pty::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads the Winsize behind the pointer during the call.
+            unsafe { libc::ioctl(p.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
+        Some(p)
+    } else {
+        None
+    };
+
+    // SAFETY: the CLI is single-threaded here; the child only makes syscalls, then
+    // forks once more and execs or exits.
+    match unsafe { fork() }.map_err(Error::sys("fork"))? {
+        ForkResult::Child => {
+            let slave = pty.map(|p| {
+                drop(p.master);
+                p.slave
+            });
+            let code = match enter_and_run(&cgroup, &ns, slave, &argv, &envp, &drop_caps) {
+                Ok(code) => code,
+                Err(msg) => {
+                    eprintln!("coop attach {name}: {msg}");
+                    126
+                }
+            };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            drop(ns);
+            let code = match pty {
+                Some(p) => {
+                    drop(p.slave);
+                    pump(p.master);
+                    wait_code(child)
+                }
+                None => wait_code(child),
+            };
+            Ok(code)
+        }
+    }
+}
+
+fn wait_code(child: nix::unistd::Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => return c,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// In the first child: join the cgroup and namespaces, then fork so the command is
+/// born inside the PID namespace (setns on a PID namespace only affects children).
+fn enter_and_run(
+    cgroup: &Cgroup,
+    ns: &[(OwnedFd, CloneFlags, &str)],
+    slave: Option<OwnedFd>,
+    argv: &[CString],
+    envp: &[CString],
+    drop_caps: &[caps::Capability],
+) -> std::result::Result<i32, String> {
+    cgroup
+        .add_process(std::process::id() as i32)
+        .map_err(|e| format!("cannot join the cgroup: {e}"))?;
+    for (fd, flag, n) in ns {
+        setns(fd.as_fd(), *flag).map_err(|e| format!("cannot join the {n} namespace: {e}"))?;
+    }
+    // SAFETY: single-threaded child; the grandchild only execs or exits.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            let err = exec_command(slave, argv, envp, drop_caps);
+            eprintln!("{err}");
+            std::process::exit(if err.contains("not found") { 127 } else { 126 });
+        }
+        ForkResult::Parent { child } => {
+            drop(slave);
+            Ok(wait_code(child))
+        }
+    }
+}
+
+fn exec_command(
+    slave: Option<OwnedFd>,
+    argv: &[CString],
+    envp: &[CString],
+    drop_caps: &[caps::Capability],
+) -> String {
+    if let Some(s) = slave {
+        let _ = nix::unistd::setsid();
+        // SAFETY: TIOCSCTTY with an int argument on a tty we hold.
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCSCTTY, 0) };
+        for t in 0..3 {
+            let _ = nix::unistd::dup2(s.as_raw_fd(), t);
+        }
+    }
+    let _ = nix::unistd::chdir("/");
+    if let Err(e) = crate::init::drop_capabilities(drop_caps) {
+        return e;
+    }
+    crate::init::reset_signals();
+    let prog = match resolve(argv[0].to_str().unwrap_or_default()) {
+        Some(p) => p,
+        None => {
+            return format!(
+                "{}: command not found in the container",
+                argv[0].to_string_lossy()
+            )
+        }
+    };
+    let e = nix::unistd::execve(&prog, argv, envp).unwrap_err();
+    format!("cannot run {}: {e}", prog.to_string_lossy())
+}
+
+/// PATH search inside the container (we are in its mount namespace now).
+fn resolve(cmd: &str) -> Option<CString> {
+    if cmd.contains('/') {
+        return CString::new(cmd).ok();
+    }
+    for dir in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        let p = Path::new(dir).join(cmd);
+        if std::fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0) {
+            return CString::new(p.into_os_string().into_encoded_bytes()).ok();
+        }
+    }
+    None
+}
+
+/// root's shell from the container's /etc/passwd, else /bin/sh.
+fn login_shell(init_pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{init_pid}/root/etc/passwd"))
+        .ok()
+        .and_then(|p| {
+            p.lines()
+                .find(|l| l.starts_with("root:"))
+                .and_then(|l| l.rsplit(':').next())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+/// Copy between our terminal and the command's pty until the command side closes.
+fn pump(master: OwnedFd) {
+    let stdin = std::io::stdin();
+    let _raw = RawMode::enter(&stdin);
+    let mut buf = [0u8; 8192];
+    let mut stdin_open = true;
+    loop {
+        let (m_ready, i_ready) = {
+            let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+            if stdin_open {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+            let r = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (r(&fds[0]), stdin_open && r(&fds[1]))
+        };
+        if m_ready {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => write_all(1, &buf[..n]),
+                // EIO: every holder of the slave is gone, i.e. the command ended.
+                _ => return,
+            }
+        }
+        if i_ready {
+            match nix::unistd::read(stdin.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => write_all(master.as_raw_fd(), &buf[..n]),
+                _ => {
+                    stdin_open = false;
+                    // Pass end-of-file on as the terminal would (Ctrl-D).
+                    write_all(master.as_raw_fd(), &[4]);
+                }
+            }
+        }
+    }
+}
+
+fn write_all(fd: i32, mut data: &[u8]) {
+    // SAFETY: fd is open for the whole call (stdout or the pty master we own).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `coop create`: build a container from a template, all or nothing.
+//!
+//! Everything is built in a staging directory (`<lib>/.NAME.creating-PID`) and renamed
+//! into place only when the template succeeded and the resulting config parses, so a
+//! failure, a full disk or Ctrl-C never leaves a half-made container behind.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use coop_config::Config;
+use coop_templates::{Progress, Request, TemplateKind};
+
+use crate::state::pid_alive;
+use crate::store::validate_name;
+use crate::{Error, Result, Store};
+
+pub struct CreateOptions {
+    pub template: String,
+    /// Template options without dashes: ("release", "bookworm").
+    pub template_args: Vec<(String, String)>,
+    /// `-f FILE`: config lines appended to the template's.
+    pub config_file: Option<PathBuf>,
+    pub root_password: Option<String>,
+    /// Lines the caller adds (e.g. a default network), appended before the user's file.
+    pub extra_config: Vec<(String, String)>,
+}
+
+pub struct Created {
+    pub root_password: String,
+    pub password_generated: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn create(
+    store: &Store,
+    name: &str,
+    opts: &CreateOptions,
+    progress: &dyn Fn(Progress),
+) -> Result<Created> {
+    validate_name(name)?;
+    // Read the user's config first: a typo there must not cost a download.
+    let user_config = match &opts.config_file {
+        Some(p) => {
+            Config::load(p)?;
+            Some(
+                std::fs::read_to_string(p)
+                    .map_err(Error::io(format!("cannot read {}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    let kind: TemplateKind = coop_templates::parse_template(&opts.template, &opts.template_args)?;
+    std::fs::create_dir_all(&store.lib)
+        .map_err(Error::io(format!("cannot create {}", store.lib.display())))?;
+    let _lock = store.lock(name)?;
+    if store.dir(name).exists() {
+        return Err(Error::Exists(name.to_string()));
+    }
+    remove_stale_staging(store, name);
+
+    let staging = store
+        .lib
+        .join(format!(".{name}.creating-{}", std::process::id()));
+    let guard = Staging(staging.clone());
+    let rootfs = staging.join("rootfs");
+    std::fs::create_dir_all(&rootfs)
+        .map_err(Error::io(format!("cannot create {}", rootfs.display())))?;
+    std::fs::set_permissions(
+        &staging,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .map_err(Error::io(format!("cannot protect {}", staging.display())))?;
+
+    // Ctrl-C reaches the template's children too; we only note it and clean up after.
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_interrupt),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let old = unsafe {
+        [
+            nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &action).ok(),
+            nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &action).ok(),
+        ]
+    };
+    let mut req = Request::new(name, &rootfs, &store.cache);
+    req.root_password = opts.root_password.clone();
+    let result = coop_templates::create(&kind, &req, progress);
+    // SAFETY: restoring the dispositions we saved above.
+    unsafe {
+        if let Some(o) = old[0] {
+            let _ = nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &o);
+        }
+        if let Some(o) = old[1] {
+            let _ = nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &o);
+        }
+    }
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(Error::Msg(format!(
+            "creation of {name} interrupted; nothing was kept"
+        )));
+    }
+    let outcome = result?;
+
+    let final_dir = store.dir(name);
+    let mut body = format!("# coop container {name}, template {}\n", opts.template);
+    body += &coop_config::render(&outcome.config);
+    body += &format!(
+        "lxc.rootfs.path = dir:{}\n",
+        final_dir.join("rootfs").display()
+    );
+    body += &coop_config::render(&opts.extra_config);
+    if let Some(u) = user_config {
+        body += &format!(
+            "\n# from {}\n",
+            opts.config_file.as_ref().expect("file").display()
+        );
+        body += &u;
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+    }
+    Config::parse_str(&format!("{name}/config"), &body)?;
+    let cfg = staging.join("config");
+    std::fs::write(&cfg, body).map_err(Error::io(format!("cannot write {}", cfg.display())))?;
+    std::fs::rename(&staging, &final_dir).map_err(Error::io(format!(
+        "cannot move the container into {}",
+        final_dir.display()
+    )))?;
+    std::mem::forget(guard);
+    Ok(Created {
+        root_password: outcome.root_password,
+        password_generated: outcome.password_generated,
+    })
+}
+
+/// Removes the staging directory unless disarmed with `mem::forget`.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A create killed with SIGKILL leaves its staging directory; the next create of the
+/// same name sweeps it if its owner is gone.
+fn remove_stale_staging(store: &Store, name: &str) {
+    let prefix = format!(".{name}.creating-");
+    let Ok(rd) = std::fs::read_dir(&store.lib) else {
+        return;
+    };
+    for d in rd.flatten() {
+        let f = d.file_name().to_string_lossy().to_string();
+        if let Some(pid) = f.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) {
+            if !pid_alive(pid) {
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! coop's container engine: LXC-style system containers on an unpatched kernel.
+//!
+//! A container is a directory (`<lib>/NAME/config` + `rootfs`) and, while it runs, one
+//! small monitor process that owns its console ptys, its cgroup and its init. The CLI
+//! talks to that monitor over a unix socket; no daemon outlives its container. The
+//! modules follow the commands: [`create`], [`start`], [`stop`], [`attach`], [`console`],
+//! [`info`], [`destroy`], [`freeze`], plus [`checkconfig`] for the kernel.
+
+pub mod attach;
+pub mod checkconfig;
+pub mod console;
+pub mod create;
+pub mod destroy;
+mod error;
+pub mod freeze;
+pub mod info;
+mod init;
+pub mod monitor;
+mod proto;
+mod seccomp;
+pub mod start;
+pub mod state;
+pub mod stop;
+pub mod store;
+
+pub use error::Error;
+pub use store::Store;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

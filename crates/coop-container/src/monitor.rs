@@ -1,0 +1,776 @@
+//! The per-container monitor: one small process for each running container.
+//!
+//! It creates the cgroup and the console ptys, clones init into its namespaces, then
+//! stays as init's parent: it reaps init, logs and relays console traffic, answers the
+//! CLI on a unix socket, and when init ends it removes everything start created
+//! (cgroup, network, runtime files) before exiting. Being single-threaded and
+//! synchronous (poll), it stays small; no daemon outlives its container.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{chown, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use coop_cgroups::{Cgroup, Hierarchy};
+use coop_config::{CgroupMode, Config};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::pty::{openpty, Winsize};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::init::{self, ChildSpec};
+use crate::proto::{Reply, Request};
+use crate::state::{now_secs, RunState, Status};
+use crate::{seccomp, Error, Result, Store};
+
+/// Capabilities LXC's common.conf drops when a config says nothing.
+const DEFAULT_CAP_DROP: &[&str] = &[
+    "mac_admin",
+    "mac_override",
+    "sys_time",
+    "sys_module",
+    "sys_rawio",
+];
+
+/// LXC's default device allow list (common.conf), for v1 device cgroups.
+pub const DEFAULT_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 136:* rwm",
+    "c 10:229 rwm",
+];
+
+/// Bytes of console output one slow console client may miss before it is dropped.
+const CLIENT_IO_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Entry point of the hidden `coop __monitor` command. Its stdout is the start pipe: one
+/// line, `OK <init pid>` or `ERR <message>`, then it detaches and runs the container.
+pub fn main(store: &Store, name: &str) -> i32 {
+    let _ = nix::unistd::setsid();
+    // Descriptors the CLI inherited from its own caller must not live as long as the
+    // container (a test harness waiting for a pipe to close would wait forever).
+    // SAFETY: close_range only closes descriptors; none above 2 is in use yet.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let mut ready = File::from(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .expect("stdout"),
+    );
+    let mut mon = match launch(store, name) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(ready, "ERR {e}");
+            return 1;
+        }
+    };
+    let _ = writeln!(ready, "OK {}", mon.init);
+    drop(ready);
+    redirect_output(&store.run_dir(name).join("monitor.log"));
+    mon.run();
+    0
+}
+
+/// Resources start made; dropping a `Monitor` removes all of them, which is how a failed
+/// start leaves nothing behind.
+struct Monitor {
+    store: Store,
+    name: String,
+    init: Pid,
+    cgroup: Cgroup,
+    masters: Vec<OwnedFd>,
+    /// Kept open so reading a master never fails with EIO between two gettys.
+    _slaves: Vec<OwnedFd>,
+    listener: Option<UnixListener>,
+    sigfd: SignalFd,
+    log: Option<File>,
+    clients: Vec<Client>,
+    stop_waiters: Vec<UnixStream>,
+    stop_deadline: Option<Instant>,
+    exit: Option<String>,
+}
+
+struct Client {
+    stream: UnixStream,
+    tty: usize,
+}
+
+fn launch(store: &Store, name: &str) -> Result<Monitor> {
+    let config = Config::load(&store.config_path(name))?;
+    let rootfs = config
+        .rootfs
+        .clone()
+        .unwrap_or_else(|| store.dir(name).join("rootfs"));
+    if !rootfs.is_dir() {
+        return Err(Error::Msg(format!(
+            "container {name}: root filesystem {} does not exist (lxc.rootfs.path)",
+            rootfs.display()
+        )));
+    }
+    let run_dir = store.run_dir(name);
+    fs::create_dir_all(&run_dir)
+        .map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
+
+    // Block the signals we handle through a signalfd before any child exists.
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(Error::sys("sigprocmask"))?;
+    let sigfd = SignalFd::with_flags(
+        &mask,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(Error::sys("signalfd"))?;
+    // A console client that goes away must not kill the monitor.
+    // SAFETY: SIG_IGN runs no code; the child resets it before exec.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn);
+    }
+
+    let hier = Hierarchy::detect()?;
+    let cgroup = Cgroup::new(&hier, &store.cgroup_name(name));
+    if cgroup.exists() {
+        // A previous monitor died without cleaning up (killed -9): reclaim the group.
+        cgroup.destroy()?;
+    }
+    cgroup.create()?;
+    let mut mon = Monitor {
+        store: store.clone(),
+        name: name.to_string(),
+        init: Pid::from_raw(0),
+        cgroup,
+        masters: vec![],
+        _slaves: vec![],
+        listener: None,
+        sigfd,
+        log: None,
+        clients: vec![],
+        stop_waiters: vec![],
+        stop_deadline: None,
+        exit: None,
+    };
+    configure_cgroup(&mon.cgroup, &config)?;
+
+    // Console (index 0) and lxc.tty.max ttys.
+    let mut tty_paths = Vec::new();
+    let root_uid = config
+        .idmap
+        .iter()
+        .find(|m| m.kind == 'u' && m.container_id == 0)
+        .map(|m| m.host_id);
+    let root_gid = config
+        .idmap
+        .iter()
+        .find(|m| m.kind == 'g' && m.container_id == 0)
+        .map(|m| m.host_id);
+    for _ in 0..=config.tty_max {
+        let pty = openpty(None, None).map_err(Error::sys("openpty"))?;
+        init::set_cloexec(&pty.master);
+        init::set_cloexec(&pty.slave);
+        let path = nix::unistd::ttyname(pty.slave.as_fd()).map_err(Error::sys("ttyname"))?;
+        if root_uid.is_some() || root_gid.is_some() {
+            chown(&path, root_uid, root_gid)
+                .map_err(Error::io(format!("cannot chown {}", path.display())))?;
+        }
+        tty_paths.push(path);
+        mon.masters.push(pty.master);
+        mon._slaves.push(pty.slave);
+    }
+    let log_path = config
+        .console_logfile
+        .clone()
+        .unwrap_or_else(|| store.console_log(name));
+    mon.log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .ok();
+
+    let spec = child_spec(&config, name, &rootfs, &tty_paths, &mon.cgroup, &hier)?;
+    let userns = spec.userns;
+    let (sync_r, sync_w) = nix::unistd::pipe().map_err(Error::sys("pipe"))?;
+    let (err_r, err_w) = nix::unistd::pipe().map_err(Error::sys("pipe"))?;
+    for fd in [&sync_r, &sync_w, &err_r, &err_w] {
+        init::set_cloexec(fd);
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if needs_netns(&config) {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if userns {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    let mut stack = vec![0u8; 256 * 1024];
+    let mut child_fds = Some((sync_r, err_w));
+    let cb = Box::new(|| {
+        let (s, e) = child_fds.take().expect("clone callback runs once");
+        init::run(&spec, s, e)
+    });
+    // SAFETY: the monitor is single-threaded, so the child (a copy of this process, no
+    // CLONE_VM) cannot inherit a lock held by another thread; the callback only uses
+    // state prepared above and ends in exec or exit.
+    let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(Error::sys("cannot clone the container's init"))?;
+    mon.init = pid;
+    // Our copies of the child's ends must close so EOF means "exec'd".
+    drop(child_fds);
+
+    let go = (|| -> Result<()> {
+        mon.cgroup.add_process(pid.as_raw())?;
+        if userns {
+            write_id_maps(pid, &config)?;
+        }
+        Ok(())
+    })();
+    let mut sync_w = File::from(sync_w);
+    if let Err(e) = go {
+        drop(sync_w);
+        return Err(e);
+    }
+    sync_w
+        .write_all(b"G")
+        .map_err(Error::io("cannot release the container's init"))?;
+    drop(sync_w);
+    let mut msg = String::new();
+    let _ = File::from(err_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        return Err(Error::Msg(format!("container {name}: {msg}")));
+    }
+
+    let sock = store.socket_path(name);
+    let _ = fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)
+        .map_err(Error::io(format!("cannot listen on {}", sock.display())))?;
+    init::set_cloexec(&listener);
+    mon.listener = Some(listener);
+
+    let state = RunState {
+        name: name.to_string(),
+        status: Status::Running,
+        monitor_pid: std::process::id() as i32,
+        init_pid: pid.as_raw(),
+        started_at: now_secs(),
+        cgroup: store.cgroup_name(name),
+        ttys: tty_paths.iter().map(|p| p.display().to_string()).collect(),
+        halt_signal: halt_signal(&config, &rootfs),
+        userns,
+        spice: config.display_spice.clone(),
+        net: None,
+    };
+    state.write(store)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(mon)
+}
+
+fn needs_netns(config: &Config) -> bool {
+    !config
+        .net
+        .iter()
+        .any(|(k, v)| k.ends_with(".type") && v == "none")
+}
+
+fn configure_cgroup(cg: &Cgroup, config: &Config) -> Result<()> {
+    let l = &config.limits;
+    cg.apply_limits(&coop_cgroups::Limits {
+        cpu: l.cpu,
+        memory: l.memory,
+        pids: l.pids,
+        cpuset: l.cpuset.clone(),
+    })?;
+    let has_device_keys = config
+        .cgroup_v1
+        .iter()
+        .any(|(k, _)| k.starts_with("devices."));
+    if !has_device_keys {
+        cg.deny_devices_except(DEFAULT_DEVICES)?;
+    }
+    let v1_host = matches!(
+        Hierarchy::detect()?.layout(),
+        coop_cgroups::Layout::V1 | coop_cgroups::Layout::Hybrid
+    );
+    for (k, v) in &config.cgroup_v1 {
+        if v1_host {
+            cg.set_v1(k, v)?;
+        }
+    }
+    for (k, v) in &config.cgroup_v2 {
+        // LXC configs carry both kinds; each applies only where its version runs.
+        if !v1_host || !k.starts_with("devices.") {
+            if let Err(e) = cg.set_v2(k, v) {
+                if v1_host {
+                    tracing::warn!("lxc.cgroup2.{k} ignored on this cgroup v1 host: {e}");
+                } else {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_id_maps(pid: Pid, config: &Config) -> Result<()> {
+    for (kind, file) in [('u', "uid_map"), ('g', "gid_map")] {
+        let body: String = config
+            .idmap
+            .iter()
+            .filter(|m| m.kind == kind)
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.count))
+            .collect();
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, body).map_err(Error::io(format!("cannot write {path} (lxc.idmap)")))?;
+    }
+    Ok(())
+}
+
+/// The signal that asks this init to halt: the config's, else guessed from the init.
+fn halt_signal(config: &Config, rootfs: &Path) -> i32 {
+    if let Some(s) = config.signal_halt {
+        return s;
+    }
+    let init = config
+        .init_cmd
+        .as_ref()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or_else(|| "/sbin/init".into());
+    let target = resolve_in_root(rootfs, &init);
+    let name = target
+        .as_deref()
+        .and_then(|t| t.file_name())
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    match name.as_str() {
+        "systemd" => libc::SIGRTMIN() + 3,
+        "busybox" => libc::SIGUSR1,
+        _ => libc::SIGPWR,
+    }
+}
+
+/// Follow symlinks of `path` inside `root` without leaving it.
+fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut p = PathBuf::from(path);
+    for _ in 0..16 {
+        let host = root.join(p.strip_prefix("/").unwrap_or(&p));
+        match fs::read_link(&host) {
+            Ok(t) => {
+                p = if t.is_absolute() {
+                    t
+                } else {
+                    p.parent().unwrap_or(Path::new("/")).join(t)
+                }
+            }
+            Err(_) => return Some(p),
+        }
+    }
+    None
+}
+
+fn child_spec(
+    config: &Config,
+    name: &str,
+    rootfs: &Path,
+    ttys: &[PathBuf],
+    cgroup: &Cgroup,
+    hier: &Hierarchy,
+) -> Result<ChildSpec> {
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| Error::Msg(format!("container {name}: NUL byte in {s:?}")))
+    };
+    let argv: Vec<String> = config
+        .init_cmd
+        .clone()
+        .unwrap_or_else(|| vec!["/sbin/init".into()]);
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "container=lxc".to_string(),
+        format!(
+            "container_ttys={}",
+            (1..ttys.len())
+                .map(|i| format!("tty{i}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        "TERM=linux".to_string(),
+        "HOME=/root".to_string(),
+    ];
+    for (k, v) in &config.environment {
+        env.retain(|e| !e.starts_with(&format!("{k}=")));
+        env.push(format!("{k}={v}"));
+    }
+    let drop_caps = capability_drop_list(config)?;
+    let seccomp_profile = match &config.seccomp_profile {
+        Some(p) => seccomp::load_profile(p).map_err(Error::Msg)?,
+        None => seccomp::default_profile(),
+    };
+    let (prog, warnings) = seccomp::compile(&seccomp_profile).map_err(Error::Msg)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let cgroup_v1 = hier
+        .controllers()
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(c, _)| c)
+        .filter(|c| c != "io")
+        .collect();
+    Ok(ChildSpec {
+        rootfs: rootfs.to_path_buf(),
+        hostname: config.uts_name.clone().unwrap_or_else(|| name.to_string()),
+        ttys: ttys.to_vec(),
+        mounts: config.mount_entries.clone(),
+        proc: config.mount_auto.proc,
+        sys: config.mount_auto.sys,
+        cgroup: if config.mount_auto.cgroup == CgroupMode::None {
+            CgroupMode::None
+        } else {
+            config.mount_auto.cgroup
+        },
+        cgroup2: cgroup.unified_path().is_some(),
+        cgroup_v1,
+        autodev: config.autodev,
+        argv: argv.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        env: env.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        cwd: config.init_cwd.clone().unwrap_or_else(|| "/".into()),
+        drop_caps,
+        seccomp: (!prog.is_empty()).then_some(prog),
+        userns: !config.idmap.is_empty(),
+    })
+}
+
+/// `lxc.cap.keep` wins over `lxc.cap.drop`, as in LXC; with neither, LXC's common list.
+pub(crate) fn capability_drop_list(config: &Config) -> Result<Vec<caps::Capability>> {
+    let parse = |n: &str| -> Result<caps::Capability> {
+        format!("CAP_{}", n.to_ascii_uppercase())
+            .parse()
+            .map_err(|_| Error::Msg(format!("unknown capability {n:?}")))
+    };
+    if let Some(keep) = &config.cap_keep {
+        let keep: Vec<caps::Capability> = keep
+            .iter()
+            .filter(|k| *k != "none")
+            .map(|k| parse(k))
+            .collect::<Result<_>>()?;
+        return Ok(caps::all()
+            .into_iter()
+            .filter(|c| !keep.contains(c))
+            .collect());
+    }
+    let names: Vec<String> = match &config.cap_drop {
+        Some(d) => d.clone(),
+        None => DEFAULT_CAP_DROP.iter().map(|s| s.to_string()).collect(),
+    };
+    names.iter().map(|n| parse(n)).collect()
+}
+
+fn redirect_output(log: &Path) {
+    if let Ok(f) = OpenOptions::new().create(true).append(true).open(log) {
+        let _ = nix::unistd::dup2(f.as_raw_fd(), 1);
+        let _ = nix::unistd::dup2(f.as_raw_fd(), 2);
+    }
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+    }
+}
+
+fn describe(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("killed by {sig:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Monitor {
+    fn run(&mut self) {
+        let mut buf = vec![0u8; 16 * 1024];
+        while self.exit.is_none() {
+            let timeout = match self.stop_deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                        .unwrap_or(PollTimeout::ZERO)
+                }
+                None => PollTimeout::NONE,
+            };
+            let (sig_ready, listen_ready, master_ready, client_ready) = {
+                let listener = self.listener.as_ref().expect("listener");
+                let mut fds = vec![
+                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                ];
+                for m in &self.masters {
+                    fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+                }
+                for c in &self.clients {
+                    fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        tracing::error!("poll: {e}");
+                        break;
+                    }
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                let n = self.masters.len();
+                (
+                    ready(&fds[0]),
+                    ready(&fds[1]),
+                    (0..n).filter(|i| ready(&fds[2 + i])).collect::<Vec<_>>(),
+                    (0..self.clients.len())
+                        .filter(|i| ready(&fds[2 + n + i]))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            if sig_ready {
+                self.on_signal();
+            }
+            if listen_ready {
+                self.on_accept();
+            }
+            for i in master_ready {
+                self.on_master(i, &mut buf);
+            }
+            // Highest index first so removals do not shift the ones still to visit.
+            for i in client_ready.into_iter().rev() {
+                self.on_client(i, &mut buf);
+            }
+            if let Some(d) = self.stop_deadline {
+                if Instant::now() >= d {
+                    tracing::info!("halt timed out; killing the container");
+                    self.stop_deadline = None;
+                    let _ = self.cgroup.kill_all();
+                    let _ = kill(self.init, Signal::SIGKILL);
+                }
+            }
+        }
+        self.finish();
+    }
+
+    fn on_signal(&mut self) {
+        while let Ok(Some(info)) = self.sigfd.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => self.reap(),
+                Ok(s) => {
+                    tracing::info!("monitor got {s:?}: killing the container");
+                    let _ = kill(self.init, Signal::SIGKILL);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(st) => {
+                    if st.pid() == Some(self.init) {
+                        let d = describe(st);
+                        tracing::info!("init {d}");
+                        self.exit = Some(d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_accept(&mut self) {
+        let Ok((stream, _)) = self.listener.as_ref().expect("listener").accept() else {
+            return;
+        };
+        // A client gets a second to say what it wants; a silent one is dropped.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let req = match crate::proto::read_line(&stream)
+            .ok()
+            .and_then(|l| serde_json::from_str::<Request>(&l).ok())
+        {
+            Some(r) => r,
+            None => return,
+        };
+        let _ = stream.set_read_timeout(None);
+        match req {
+            Request::Console { tty, rows, cols } => {
+                let i = tty as usize;
+                if i >= self.masters.len() {
+                    let max = self.masters.len() - 1;
+                    reply(
+                        &stream,
+                        false,
+                        Some(format!(
+                            "container {} has no tty {tty} (ttys 0..={max}; lxc.tty.max)",
+                            self.name
+                        )),
+                    );
+                    return;
+                }
+                if rows > 0 && cols > 0 {
+                    let ws = Winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads a Winsize from the pointer, which outlives
+                    // the call; the fd is a pty master we own.
+                    unsafe {
+                        libc::ioctl(self.masters[i].as_raw_fd(), libc::TIOCSWINSZ, &ws);
+                    }
+                }
+                reply(&stream, true, None);
+                let _ = stream.set_write_timeout(Some(CLIENT_IO_TIMEOUT));
+                self.clients.push(Client { stream, tty: i });
+            }
+            Request::Stop {
+                signal,
+                timeout_ms,
+                kill: now,
+            } => {
+                if now {
+                    let _ = self.cgroup.kill_all();
+                    let _ = kill(self.init, Signal::SIGKILL);
+                } else {
+                    if let Ok(s) = Signal::try_from(signal) {
+                        let _ = kill(self.init, s);
+                    } else {
+                        // Real-time signals are outside nix's enum.
+                        // SAFETY: kill(2) with a plain pid and signal number.
+                        unsafe {
+                            libc::kill(self.init.as_raw(), signal);
+                        }
+                    }
+                    let d = Instant::now() + Duration::from_millis(timeout_ms);
+                    self.stop_deadline = Some(self.stop_deadline.map_or(d, |o| o.min(d)));
+                }
+                self.stop_waiters.push(stream);
+            }
+        }
+    }
+
+    fn on_master(&mut self, i: usize, buf: &mut [u8]) {
+        let n = match nix::unistd::read(self.masters[i].as_raw_fd(), buf) {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        };
+        let data = &buf[..n];
+        if i == 0 {
+            if let Some(log) = &mut self.log {
+                let _ = log.write_all(data);
+            }
+        }
+        self.clients.retain_mut(|c| {
+            if c.tty != i {
+                return true;
+            }
+            // A client that cannot keep up is dropped rather than stalling the container.
+            c.stream.write_all(data).is_ok()
+        });
+    }
+
+    fn on_client(&mut self, i: usize, buf: &mut [u8]) {
+        let c = &mut self.clients[i];
+        match c.stream.read(buf) {
+            Ok(n) if n > 0 => {
+                let fd = self.masters[c.tty].as_fd();
+                write_all_fd(fd, &buf[..n]);
+            }
+            _ => {
+                self.clients.remove(i);
+            }
+        }
+    }
+
+    /// Init is gone: tear down what start built, then tell whoever asked to stop.
+    fn finish(&mut self) {
+        let exit = self
+            .exit
+            .clone()
+            .unwrap_or_else(|| "monitor stopped".into());
+        if let Err(e) = self.cgroup.destroy() {
+            tracing::error!("cannot remove cgroup: {e}");
+        }
+        // Reap whatever the cgroup kill left as our zombies.
+        while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            if st == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        self.cleanup_files();
+        let msg = format!("{{\"ok\":true,\"exit\":{}}}\n", serde_json::json!(exit));
+        for mut w in self.stop_waiters.drain(..) {
+            let _ = w.write_all(msg.as_bytes());
+        }
+        self.clients.clear();
+    }
+
+    fn cleanup_files(&self) {
+        let _ = fs::remove_file(self.store.socket_path(&self.name));
+        let _ = fs::remove_file(self.store.state_path(&self.name));
+        let _ = fs::remove_file(self.store.run_dir(&self.name).join("monitor.log"));
+        let _ = fs::remove_dir(self.store.run_dir(&self.name));
+    }
+}
+
+impl Drop for Monitor {
+    /// Only reached with `exit == None` when start failed half-way.
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            if self.init.as_raw() > 0 {
+                let _ = kill(self.init, Signal::SIGKILL);
+                let _ = waitpid(self.init, None);
+            }
+            let _ = self.cgroup.destroy();
+            self.cleanup_files();
+        }
+    }
+}
+
+fn reply(mut s: &UnixStream, ok: bool, error: Option<String>) {
+    let r = Reply {
+        ok,
+        error,
+        exit: None,
+    };
+    let mut line = serde_json::to_string(&r).expect("reply serializes");
+    line.push('\n');
+    let _ = s.write_all(line.as_bytes());
+}
+
+fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,21 @@
+use std::path::PathBuf;
+
+use coop_container::Store;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    lib: PathBuf,
+    #[arg(long)]
+    run: PathBuf,
+    name: String,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let store = Store {
+        lib: a.lib,
+        run: a.run,
+        cache: PathBuf::new(),
+    };
+    Ok(coop_container::monitor::main(&store, &a.name) as u8)
+}
