@@ -127,6 +127,24 @@ pub fn create(
             body.push('\n');
         }
     }
+    let parsed = Config::parse_str(&format!("{name}/config"), &body)?;
+    if parsed.net.is_empty() {
+        // As lxc-create with lxc-net: one veth on the default bridge, with a fixed MAC
+        // so DHCP and leases recognise the container across restarts.
+        body += &format!(
+            "lxc.net.0.type = veth\nlxc.net.0.link = {}\nlxc.net.0.flags = up\nlxc.net.0.hwaddr = {}\n",
+            coop_net::DEFAULT_NETWORK,
+            random_mac()
+        );
+    } else {
+        // Fill `xx` placeholders once, here, so the MAC stays the same on every start.
+        let specs = coop_net::parse_interfaces(&parsed.net)?;
+        for sp in specs.iter().filter(|s| s.hwaddr_generated) {
+            if let Some(mac) = &sp.hwaddr {
+                body += &format!("lxc.net.{}.hwaddr = {mac}\n", sp.index);
+            }
+        }
+    }
     Config::parse_str(&format!("{name}/config"), &body)?;
     let cfg = staging.join("config");
     std::fs::write(&cfg, body).map_err(Error::io(format!("cannot write {}", cfg.display())))?;
@@ -139,6 +157,14 @@ pub fn create(
         root_password: outcome.root_password,
         password_generated: outcome.password_generated,
     })
+}
+
+/// A locally administered unicast MAC in LXC's 00:16:3e prefix style.
+fn random_mac() -> String {
+    let mut b = [0u8; 3];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    format!("00:16:3e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
 /// Removes the staging directory unless disarmed with `mem::forget`.

@@ -34,5 +34,8 @@ pub fn destroy(store: &Store, name: &str, force: bool) -> Result<()> {
     std::fs::remove_dir_all(&trash)
         .map_err(Error::io(format!("cannot remove {}", trash.display())))?;
     let _ = std::fs::remove_file(store.run.join(format!(".{name}.lock")));
+    if store.net_dir().exists() {
+        store.net()?.release_leases(name)?;
+    }
     Ok(())
 }

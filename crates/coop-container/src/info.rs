@@ -25,6 +25,7 @@ pub struct Info {
     pub rootfs: String,
     pub console_log: String,
     pub spice: Option<String>,
+    pub interfaces: Vec<coop_net::IfaceStats>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -68,6 +69,7 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
             .display()
             .to_string(),
         spice: None,
+        interfaces: vec![],
     };
     if let Some(st) = st {
         let cg = Cgroup::new(&Hierarchy::detect()?, &st.cgroup);
@@ -88,6 +90,12 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
             cpuset: stats.cpuset.or(info.limits.cpuset),
         };
         info.ips = addresses(st.init_pid);
+        let attached: Option<coop_net::Attached> =
+            st.net.clone().and_then(|v| serde_json::from_value(v).ok());
+        info.interfaces = match attached {
+            Some(a) => coop_net::iface_stats_attached(&a).unwrap_or_default(),
+            None => coop_net::iface_stats(st.init_pid).unwrap_or_default(),
+        };
         info.spice = st.spice;
     }
     Ok(info)
@@ -165,6 +173,22 @@ pub fn render(i: &Info) -> String {
     if let Some(c) = &l.cpuset {
         s += &format!("CPU set:        {c}\n");
     }
+    for n in &i.interfaces {
+        if n.name == "lo" {
+            continue;
+        }
+        s += &format!(
+            "Link:           {}{} rx {} tx {} ({})\n",
+            n.name,
+            n.host_veth
+                .as_ref()
+                .map(|h| format!(" (host {h})"))
+                .unwrap_or_default(),
+            human(n.rx_bytes),
+            human(n.tx_bytes),
+            n.addresses.join(", ")
+        );
+    }
     if let Some(sp) = &i.spice {
         s += &format!("SPICE:          spice://{sp}\n");
     }
@@ -180,4 +204,16 @@ fn human(b: u64) -> String {
         u += 1;
     }
     format!("{v:.2} {}", U[u])
+}
+
+/// Containers whose config attaches an interface to network `net` (running or not).
+pub fn users_of_network(store: &Store, net: &str) -> Result<Vec<String>> {
+    let mut users = Vec::new();
+    for n in store.list()? {
+        let c = Config::load(&store.config_path(&n))?;
+        if c.net.iter().any(|(k, v)| k.ends_with(".link") && v == net) {
+            users.push(n);
+        }
+    }
+    Ok(users)
 }

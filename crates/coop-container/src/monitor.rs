@@ -105,6 +105,7 @@ struct Monitor {
     stop_waiters: Vec<UnixStream>,
     stop_deadline: Option<Instant>,
     exit: Option<String>,
+    net: Option<coop_net::Attached>,
 }
 
 struct Client {
@@ -114,6 +115,8 @@ struct Client {
 
 fn launch(store: &Store, name: &str) -> Result<Monitor> {
     let config = Config::load(&store.config_path(name))?;
+    // Network keys are checked before anything changes on the host.
+    let ifaces = coop_net::parse_interfaces(&config.net)?;
     let rootfs = config
         .rootfs
         .clone()
@@ -171,6 +174,7 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         stop_waiters: vec![],
         stop_deadline: None,
         exit: None,
+        net: None,
     };
     configure_cgroup(&mon.cgroup, &config)?;
 
@@ -221,7 +225,20 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if needs_netns(&config) {
+    let net_store = store.net()?;
+    for i in &ifaces {
+        if let coop_net::IfaceType::Veth {
+            link: Some(link), ..
+        } = &i.kind
+        {
+            if link == coop_net::DEFAULT_NETWORK {
+                net_store.ensure_default()?;
+            } else if net_store.get(link)?.is_some() {
+                net_store.ensure_up(link)?;
+            }
+        }
+    }
+    if coop_net::needs_netns(&ifaces) {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if userns {
@@ -246,6 +263,10 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         mon.cgroup.add_process(pid.as_raw())?;
         if userns {
             write_id_maps(pid, &config)?;
+        }
+        if !ifaces.is_empty() {
+            let attached = coop_net::setup(&net_store, name, pid.as_raw(), &ifaces)?;
+            mon.net = Some(attached);
         }
         Ok(())
     })();
@@ -282,20 +303,13 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         halt_signal: halt_signal(&config, &rootfs),
         userns,
         spice: config.display_spice.clone(),
-        net: None,
+        net: mon.net.as_ref().and_then(|a| serde_json::to_value(a).ok()),
     };
     state.write(store)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
     Ok(mon)
-}
-
-fn needs_netns(config: &Config) -> bool {
-    !config
-        .net
-        .iter()
-        .any(|(k, v)| k.ends_with(".type") && v == "none")
 }
 
 fn configure_cgroup(cg: &Cgroup, config: &Config) -> Result<()> {
@@ -724,12 +738,25 @@ impl Monitor {
                 break;
             }
         }
+        self.teardown_net();
         self.cleanup_files();
         let msg = format!("{{\"ok\":true,\"exit\":{}}}\n", serde_json::json!(exit));
         for mut w in self.stop_waiters.drain(..) {
             let _ = w.write_all(msg.as_bytes());
         }
         self.clients.clear();
+    }
+
+    fn teardown_net(&mut self) {
+        if let Some(attached) = self.net.take() {
+            let res = self
+                .store
+                .net()
+                .and_then(|s| Ok(coop_net::teardown(&s, &attached)?));
+            if let Err(e) = res {
+                tracing::error!("network teardown: {e}");
+            }
+        }
     }
 
     fn cleanup_files(&self) {
@@ -749,6 +776,7 @@ impl Drop for Monitor {
                 let _ = waitpid(self.init, None);
             }
             let _ = self.cgroup.destroy();
+            self.teardown_net();
             self.cleanup_files();
         }
     }

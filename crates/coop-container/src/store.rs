@@ -82,6 +82,20 @@ impl Store {
         self.lib.join(".net")
     }
 
+    /// The networking state of this store. A store moved with `--root` owns its own
+    /// nftables table, so it never rewrites the rules of the system store.
+    pub fn net(&self) -> Result<coop_net::NetStore> {
+        let table = if self.lib == Path::new("/var/lib/coop") {
+            "coop".to_string()
+        } else {
+            format!("coop_{}", &self.cgroup_name("x")[7..])
+        };
+        Ok(coop_net::NetStore::open_with_table(
+            &self.net_dir(),
+            &table,
+        )?)
+    }
+
     pub fn exists(&self, name: &str) -> bool {
         self.config_path(name).is_file()
     }

@@ -46,6 +46,8 @@ enum Command {
     Freeze(commands::freeze::Args),
     /// Resume a frozen container.
     Unfreeze(commands::freeze::Args),
+    /// Manage networks (bridges with DHCP and NAT).
+    Net(commands::net::Args),
     /// Internal: the per-container monitor started by `coop start`.
     #[command(name = "__monitor", hide = true)]
     Monitor(commands::monitor::Args),
@@ -54,7 +56,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,netlink_packet_route=error".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Destroy(a) => commands::destroy::run(&store, a),
         Command::Freeze(a) => commands::freeze::run(&store, a, true),
         Command::Unfreeze(a) => commands::freeze::run(&store, a, false),
+        Command::Net(a) => commands::net::run(&store, a),
         Command::Monitor(a) => commands::monitor::run(a),
     };
     match result {

@@ -9,6 +9,7 @@ pub mod freeze;
 pub mod info;
 pub mod ls;
 pub mod monitor;
+pub mod net;
 pub mod start;
 pub mod stop;
 

@@ -1,0 +1,294 @@
+//! Shared harness for the end-to-end tests: runs the real `coop` binary as root against
+//! a temporary store, and cleans up containers and networks even when a test fails.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_coop");
+
+/// Root is needed for namespaces and cgroups; without it the test says so and passes
+/// nothing silently: it prints SKIP and returns.
+pub fn need_root() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        true
+    } else {
+        eprintln!("SKIP: needs root (namespaces, cgroups)");
+        false
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100000,
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub struct Coop {
+    pub root: tempfile::TempDir,
+    containers: std::sync::Mutex<Vec<String>>,
+    networks: std::sync::Mutex<Vec<String>>,
+}
+
+impl Coop {
+    pub fn new() -> Coop {
+        Coop {
+            root: tempfile::Builder::new()
+                .prefix("coopt")
+                .tempdir_in("/tmp")
+                .unwrap(),
+            containers: Default::default(),
+            networks: Default::default(),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("COOP_ROOT", self.root.path());
+        c.env("RUST_LOG", "warn,netlink_packet_route=error");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "coop {args:?} -> {:?}\nstdout: {}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out
+    }
+
+    /// Run and insist on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "coop {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Run and insist on failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "coop {args:?} succeeded but should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// A busybox container with network type `empty` unless `config` says otherwise.
+    pub fn busybox(&self, name: &str, config: &str) -> PathBuf {
+        let cfg = self.root.path().join(format!("{name}.conf"));
+        let body = if config.contains("lxc.net.") {
+            config.to_string()
+        } else {
+            format!("lxc.net.0.type = empty\n{config}")
+        };
+        std::fs::write(&cfg, body).unwrap();
+        self.containers.lock().unwrap().push(name.to_string());
+        self.ok(&[
+            "create",
+            "-n",
+            name,
+            "-t",
+            "busybox",
+            "--root-password",
+            "s3cret-pw",
+            "-f",
+            cfg.to_str().unwrap(),
+        ]);
+        self.root.path().join(name)
+    }
+
+    pub fn track(&self, name: &str) {
+        self.containers.lock().unwrap().push(name.to_string());
+    }
+
+    pub fn network(&self, name: &str, subnet: &str) {
+        self.networks.lock().unwrap().push(name.to_string());
+        self.ok(&["net", "create", name, "--subnet", subnet]);
+    }
+
+    pub fn info(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["info", "-n", name, "--json"])).unwrap()
+    }
+
+    pub fn cgroup_rel(&self, name: &str) -> String {
+        // Mirrors Store::cgroup_name for a moved store.
+        let mut h: u32 = 2166136261;
+        for b in self.root.path().as_os_str().as_encoded_bytes() {
+            h = (h ^ u32::from(*b)).wrapping_mul(16777619);
+        }
+        format!("coop/{name}-{h:08x}")
+    }
+}
+
+impl Drop for Coop {
+    fn drop(&mut self) {
+        for c in self.containers.lock().unwrap().iter() {
+            let _ = self
+                .cmd()
+                .args(["destroy", "-f", "-n", c])
+                .stdin(Stdio::null())
+                .output();
+        }
+        for n in self.networks.lock().unwrap().iter() {
+            let _ = self
+                .cmd()
+                .args(["net", "rm", n])
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}
+
+/// Every place a container leaves traces on the host, for "nothing left" checks.
+pub fn leftovers(coop: &Coop, name: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let rel = coop.cgroup_rel(name);
+    for ctrl in [
+        "cpu", "memory", "pids", "freezer", "devices", "cpuset", "unified", "systemd",
+    ] {
+        let p = Path::new("/sys/fs/cgroup").join(ctrl).join(&rel);
+        if p.exists() {
+            left.push(p.display().to_string());
+        }
+    }
+    let run = coop.root.path().join(".run").join(name);
+    if run.exists() {
+        left.push(run.display().to_string());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for l in mounts.lines() {
+        if l.contains(coop.root.path().to_str().unwrap()) {
+            left.push(format!("mount: {l}"));
+        }
+    }
+    left
+}
+
+/// A process on the slave side of a fresh pty, with expect-style helpers on the master.
+pub struct PtyProc {
+    pub child: std::process::Child,
+    master: OwnedFd,
+    pub seen: String,
+}
+
+impl PtyProc {
+    pub fn spawn(mut cmd: Command) -> PtyProc {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave = pty.slave;
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let child = cmd.spawn().unwrap();
+        PtyProc {
+            child,
+            master: pty.master,
+            seen: String::new(),
+        }
+    }
+
+    pub fn send(&self, s: &str) {
+        nix::unistd::write(self.master.as_fd(), s.as_bytes()).unwrap();
+    }
+
+    /// Read until `needle` appears (in what was read since the last expect), or panic.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let start = self.seen.len();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(i) = self.seen[start..].find(needle) {
+                let upto = start + i + needle.len();
+                let got = self.seen[start..upto].to_string();
+                self.seen = self.seen[upto..].to_string();
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {needle:?}; saw {:?}",
+                &self.seen[start..]
+            );
+            let mut fds = [nix::poll::PollFd::new(
+                self.master.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = left.as_millis().min(1000) as u16;
+            let _ = nix::poll::poll(&mut fds, ms);
+            if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                match nix::unistd::read(self.master.as_raw_fd(), &mut buf) {
+                    Ok(n) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            // Drain output so the child never blocks on a full pty.
+            let mut b = [0u8; 4096];
+            let mut fds = [nix::poll::PollFd::new(
+                self.master.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if nix::poll::poll(&mut fds, 20u16).unwrap_or(0) > 0 {
+                let _ = nix::unistd::read(self.master.as_raw_fd(), &mut b);
+            }
+        }
+    }
+}
+
+impl Drop for PtyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_to_string(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+/// CPU time (ns) charged to a container's v1 cpuacct group, or v2 cpu.stat.
+pub fn cpu_usage_ns(rel: &str) -> u64 {
+    let v1 = Path::new("/sys/fs/cgroup/cpuacct")
+        .join(rel)
+        .join("cpuacct.usage");
+    if let Ok(s) = std::fs::read_to_string(&v1) {
+        return s.trim().parse().unwrap();
+    }
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join("cpu.stat");
+    let s = std::fs::read_to_string(&v2).unwrap();
+    let usec: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    usec * 1000
+}

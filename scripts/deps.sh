@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages coop needs (as root). Sourced by setup.sh and test.sh.
+# Usage: deps.sh run|test   — "run" is what coop itself uses, "test" adds the test peers.
+set -euo pipefail
+want_run=(busybox-static debootstrap nftables dnsmasq-base iproute2 e2fsprogs xz-utils zstd)
+want_test=(lxc xvfb x11-apps x11-utils x11-xserver-utils xterm xdotool xclip imagemagick
+           spice-client-gtk xserver-xspice user-mode-linux iperf3 hyperfine tshark)
+pkgs=("${want_run[@]}")
+[ "${1:-run}" = test ] && pkgs+=("${want_test[@]}")
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "coop: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "coop: no Rust toolchain found (cargo); install one with rustup" >&2
+    exit 1
+  fi
+fi
