@@ -46,7 +46,8 @@ pub fn create(
     // Read the user's config first: a typo there must not cost a download.
     let user_config = match &opts.config_file {
         Some(p) => {
-            Config::load(p)?;
+            let c = Config::load(p)?;
+            coop_net::parse_interfaces(&c.net)?;
             Some(
                 std::fs::read_to_string(p)
                     .map_err(Error::io(format!("cannot read {}", p.display())))?,
