@@ -11,6 +11,7 @@ pub mod checkconfig;
 pub mod console;
 pub mod create;
 pub mod destroy;
+mod display;
 mod error;
 pub mod freeze;
 pub mod info;

@@ -60,7 +60,7 @@ const CLIENT_IO_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Entry point of the hidden `coop __monitor` command. Its stdout is the start pipe: one
 /// line, `OK <init pid>` or `ERR <message>`, then it detaches and runs the container.
-pub fn main(store: &Store, name: &str) -> i32 {
+pub fn main(store: &Store, name: &str, spice: Option<String>) -> i32 {
     let _ = nix::unistd::setsid();
     // Descriptors the CLI inherited from its own caller must not live as long as the
     // container (a test harness waiting for a pipe to close would wait forever).
@@ -74,7 +74,7 @@ pub fn main(store: &Store, name: &str) -> i32 {
             .try_clone_to_owned()
             .expect("stdout"),
     );
-    let mut mon = match launch(store, name) {
+    let mut mon = match launch(store, name, spice) {
         Ok(m) => m,
         Err(e) => {
             let _ = writeln!(ready, "ERR {e}");
@@ -84,6 +84,7 @@ pub fn main(store: &Store, name: &str) -> i32 {
     let _ = writeln!(ready, "OK {}", mon.init);
     drop(ready);
     redirect_output(&store.run_dir(name).join("monitor.log"));
+    shed_startup_pages();
     mon.run();
     0
 }
@@ -106,6 +107,7 @@ struct Monitor {
     stop_deadline: Option<Instant>,
     exit: Option<String>,
     net: Option<coop_net::Attached>,
+    gui: Option<crate::display::GuiDisplay>,
 }
 
 struct Client {
@@ -113,7 +115,7 @@ struct Client {
     tty: usize,
 }
 
-fn launch(store: &Store, name: &str) -> Result<Monitor> {
+fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     let config = Config::load(&store.config_path(name))?;
     // Network keys are checked before anything changes on the host.
     let ifaces = coop_net::parse_interfaces(&config.net)?;
@@ -175,6 +177,7 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         stop_deadline: None,
         exit: None,
         net: None,
+        gui: None,
     };
     configure_cgroup(&mon.cgroup, &config)?;
 
@@ -214,7 +217,12 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         .open(&log_path)
         .ok();
 
-    let spec = child_spec(&config, name, &rootfs, &tty_paths, &mon.cgroup, &hier)?;
+    let mut spec = child_spec(&config, name, &rootfs, &tty_paths, &mon.cgroup, &hier)?;
+    if let Some(addr) = spice.or_else(|| config.display_spice.clone()) {
+        let gui = crate::display::GuiDisplay::start(name, &addr)?;
+        spec.mounts.push(gui.mount_entry());
+        mon.gui = Some(gui);
+    }
     let userns = spec.userns;
     let (sync_r, sync_w) = nix::unistd::pipe().map_err(Error::sys("pipe"))?;
     let (err_r, err_w) = nix::unistd::pipe().map_err(Error::sys("pipe"))?;
@@ -285,6 +293,9 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         return Err(Error::Msg(format!("container {name}: {msg}")));
     }
 
+    if let Some(gui) = &mut mon.gui {
+        gui.serve(Path::new("/proc/self/exe"))?;
+    }
     let sock = store.socket_path(name);
     let _ = fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
@@ -302,7 +313,7 @@ fn launch(store: &Store, name: &str) -> Result<Monitor> {
         ttys: tty_paths.iter().map(|p| p.display().to_string()).collect(),
         halt_signal: halt_signal(&config, &rootfs),
         userns,
-        spice: config.display_spice.clone(),
+        spice: mon.gui.as_ref().map(|g| g.addr.clone()),
         net: mon.net.as_ref().and_then(|a| serde_json::to_value(a).ok()),
     };
     state.write(store)?;
@@ -504,6 +515,38 @@ pub(crate) fn capability_drop_list(config: &Config) -> Result<Vec<caps::Capabili
     names.iter().map(|n| parse(n)).collect()
 }
 
+/// The monitor is the coop binary, and launching touched code for parsing, cgroups and
+/// netlink that the event loop never runs again. Hand those file-backed pages back to
+/// the page cache so the long-lived monitor stays small; the few pages the loop needs
+/// fault back in from the cache.
+fn shed_startup_pages() {
+    let Ok(maps) = fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(_off), Some(_dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if inode == "0" {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        // SAFETY: MADV_PAGEOUT is advisory and never changes memory contents; the range
+        // is a whole mapping of this process as listed by the kernel.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_PAGEOUT);
+        }
+    }
+}
+
 fn redirect_output(log: &Path) {
     if let Ok(f) = OpenOptions::new().create(true).append(true).open(log) {
         let _ = nix::unistd::dup2(f.as_raw_fd(), 1);
@@ -571,12 +614,14 @@ impl Monitor {
             if listen_ready {
                 self.on_accept();
             }
-            for i in master_ready {
-                self.on_master(i, &mut buf);
-            }
-            // Highest index first so removals do not shift the ones still to visit.
+            // Clients before masters: `client_ready` holds indices, and relaying master
+            // output may drop clients. Highest index first so removals do not shift the
+            // ones still to visit.
             for i in client_ready.into_iter().rev() {
                 self.on_client(i, &mut buf);
+            }
+            for i in master_ready {
+                self.on_master(i, &mut buf);
             }
             if let Some(d) = self.stop_deadline {
                 if Instant::now() >= d {
@@ -739,6 +784,7 @@ impl Monitor {
             }
         }
         self.teardown_net();
+        self.gui = None;
         self.cleanup_files();
         let msg = format!("{{\"ok\":true,\"exit\":{}}}\n", serde_json::json!(exit));
         for mut w in self.stop_waiters.drain(..) {

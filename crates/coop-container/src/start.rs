@@ -9,14 +9,18 @@ use crate::{Error, Result, Store};
 
 /// Start NAME detached. `exe` is the coop binary, re-executed as `coop __monitor`, so the
 /// monitor is a fresh single-threaded process rather than a fork of the CLI.
-pub fn start(store: &Store, name: &str, exe: &Path) -> Result<RunState> {
+pub fn start(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> Result<RunState> {
     store.require(name)?;
     let _lock = store.lock(name)?;
     if RunState::load(store, name)?.is_some() {
         return Err(Error::Running(name.to_string()));
     }
-    let mut child = Command::new(exe)
-        .arg("__monitor")
+    let mut cmd = Command::new(exe);
+    cmd.arg("__monitor");
+    if let Some(addr) = spice {
+        cmd.arg("--spice").arg(addr);
+    }
+    let mut child = cmd
         .arg("--lib")
         .arg(&store.lib)
         .arg("--run")
@@ -25,10 +29,6 @@ pub fn start(store: &Store, name: &str, exe: &Path) -> Result<RunState> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
         .spawn()
         .map_err(Error::io(format!(
             "cannot run the monitor {}",

@@ -9,6 +9,9 @@ pub struct Args {
     #[arg(long)]
     run: PathBuf,
     name: String,
+    /// Serve a display for the container over SPICE at HOST:PORT.
+    #[arg(long)]
+    spice: Option<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -17,5 +20,5 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         run: a.run,
         cache: PathBuf::new(),
     };
-    Ok(coop_container::monitor::main(&store, &a.name) as u8)
+    Ok(coop_container::monitor::main(&store, &a.name, a.spice) as u8)
 }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Containers side by side with LXC, in one run, on the same busybox rootfs:
+#   start (detached, returns when init runs), stop -k, attach -- true, with and without
+#   a veth on a bridge; and the resident memory of the per-container monitor.
+# Prints medians and ratios (coop / LXC). Needs root, lxc and hyperfine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+for t in lxc-start hyperfine python3; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+cargo build --release -q -p coop
+COOP=$PWD/target/release/coop
+RUNS=${RUNS:-30}
+W=$(mktemp -d /tmp/coopbench.XXXX)
+BR=cbbr$$
+NET=cbn$$
+export COOP_ROOT=$W/coop
+LXCP=$W/lxc
+cleanup() {
+  $COOP destroy -f -n cb 2>/dev/null || true
+  $COOP destroy -f -n cbv 2>/dev/null || true
+  $COOP net rm $NET 2>/dev/null || true
+  for c in lb lbv; do lxc-stop -k -P $LXCP -n $c 2>/dev/null || true; done
+  ip link del $BR 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p $LXCP/lb $LXCP/lbv
+echo 'lxc.net.0.type = empty' > $W/empty.conf
+$COOP create -n cb -t busybox -f $W/empty.conf --root-password bench >/dev/null
+ROOTFS=$COOP_ROOT/cb/rootfs
+# A /24 nobody uses, for coop's network.
+SUB=$(python3 - <<'PY'
+import random
+routes=open('/proc/net/route').read()
+for _ in range(500):
+    b,c=random.randint(100,250),random.randint(1,250)
+    if '%02X%02X%02X' % (c,b,10) not in routes:
+        print(f"10.{b}.{c}.1/24"); break
+PY
+)
+$COOP net create $NET --subnet $SUB >/dev/null
+printf 'lxc.net.0.type = veth\nlxc.net.0.link = %s\nlxc.net.0.flags = up\n' $NET > $W/veth.conf
+$COOP create -n cbv -t busybox -f $W/veth.conf --root-password bench >/dev/null
+ip link add $BR type bridge && ip link set $BR up
+for c in lb lbv; do
+  cat > $LXCP/$c/config <<CFG
+lxc.include = /usr/share/lxc/config/common.conf
+lxc.rootfs.path = dir:$ROOTFS
+lxc.uts.name = $c
+lxc.signal.halt = SIGUSR1
+lxc.tty.max = 4
+lxc.pty.max = 1
+lxc.mount.auto = cgroup:mixed proc:mixed sys:ro
+CFG
+done
+echo 'lxc.net.0.type = empty' >> $LXCP/lb/config
+printf 'lxc.net.0.type = veth\nlxc.net.0.link = %s\nlxc.net.0.flags = up\n' $BR >> $LXCP/lbv/config
+
+hf() { hyperfine -N -w 3 -r $RUNS --export-json "$1" "${@:2}" >/dev/null 2>&1; }
+hf $W/start.json \
+  --prepare "$COOP stop -k -n cb" "$COOP start -n cb" \
+  --prepare "lxc-stop -k -P $LXCP -n lb" "lxc-start -P $LXCP -n lb -d"
+hf $W/startv.json \
+  --prepare "$COOP stop -k -n cbv" "$COOP start -n cbv" \
+  --prepare "lxc-stop -k -P $LXCP -n lbv" "lxc-start -P $LXCP -n lbv -d"
+hf $W/stop.json \
+  --prepare "$COOP start -n cb" "$COOP stop -k -n cb" \
+  --prepare "lxc-start -P $LXCP -n lb -d" "lxc-stop -k -P $LXCP -n lb"
+$COOP start -n cb 2>/dev/null || true
+lxc-start -P $LXCP -n lb -d 2>/dev/null || true
+hf $W/attach.json "$COOP attach -n cb -- true" "lxc-attach -P $LXCP -n lb -- true"
+MON=$(python3 -c "import json;print(json.load(open('$COOP_ROOT/.run/cb/state.json'))['monitor_pid'])")
+COOP_RSS=$(awk '/VmRSS/{print $2}' /proc/$MON/status)
+LXC_RSS=$(ps -eo rss,args | awk -v p="$LXCP" '/\[lxc monitor\]/ && index($0,p) {print $1; exit}')
+python3 - "$W" "$COOP_RSS" "${LXC_RSS:-0}" <<'PY'
+import json,sys,statistics
+w,crss,lrss=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])
+def med(f):
+    r=json.load(open(f"{w}/{f}.json"))["results"]
+    return [statistics.median(x["times"])*1000 for x in r]
+print(f"{'what':<34}{'coop ms':>10}{'LXC ms':>10}{'ratio':>8}")
+for f,label in [("start","start (no network)"),("startv","start (veth on a bridge)"),("stop","stop -k"),("attach","attach -- true")]:
+    c,l=med(f)
+    print(f"{label:<34}{c:>10.2f}{l:>10.2f}{c/l:>8.2f}")
+print(f"{'monitor RSS (KiB)':<34}{crss:>10}{lrss:>10}{(crss/lrss if lrss else float('nan')):>8.2f}")
+PY

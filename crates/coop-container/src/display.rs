@@ -1,0 +1,155 @@
+//! GUI containers: an X display for the container, shown to SPICE clients.
+//!
+//! The monitor starts an Xvfb on the host (the container never gets the host's X
+//! server), binds its socket into the container as display `:0`, and runs coop's SPICE
+//! server on that display. Both are children of the monitor and end with it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coop_config::MountEntry;
+
+use crate::{Error, Result};
+
+pub(crate) struct GuiDisplay {
+    pub display: u32,
+    pub addr: String,
+    xvfb: Child,
+    server: Option<Child>,
+}
+
+/// The first display number with neither a socket nor a lock file.
+fn free_display() -> Option<u32> {
+    (20..200).find(|n| {
+        !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+    })
+}
+
+impl GuiDisplay {
+    /// Start the Xvfb. `addr` is `HOST:PORT` for the SPICE server, checked here so a bad
+    /// value fails before the container exists.
+    pub fn start(name: &str, addr: &str) -> Result<GuiDisplay> {
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
+            Error::Msg(format!(
+                "container {name}: SPICE address {addr:?} is not HOST:PORT"
+            ))
+        })?;
+        let ip: std::net::IpAddr = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .map_err(|_| {
+                Error::Msg(format!(
+                    "container {name}: SPICE host {host:?} is not an IP address"
+                ))
+            })?;
+        let port: u16 = port.parse().map_err(|_| {
+            Error::Msg(format!(
+                "container {name}: SPICE port {port:?} is not a number"
+            ))
+        })?;
+        // Refuse a taken port now rather than after the container started.
+        std::net::TcpListener::bind((ip, port)).map_err(|e| {
+            Error::Msg(format!(
+                "container {name}: cannot serve SPICE on {addr}: {e}"
+            ))
+        })?;
+        if !ip.is_loopback() {
+            return Err(Error::Msg(format!(
+                "container {name}: SPICE on {addr} would be reachable from the network without a password; \
+                 use a 127.0.0.1 address (password-protected remote serving: `coop spice serve`)"
+            )));
+        }
+        let display = free_display()
+            .ok_or_else(|| Error::Msg("no free X display number between :20 and :199".into()))?;
+        let xvfb = Command::new("Xvfb")
+            .arg(format!(":{display}"))
+            .args(["-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                Error::Msg(format!(
+                    "container {name}: cannot run Xvfb for its display ({e}); install the xvfb package"
+                ))
+            })?;
+        let mut gui = GuiDisplay {
+            display,
+            addr: addr.to_string(),
+            xvfb,
+            server: None,
+        };
+        let sock = gui.socket();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            if Instant::now() > deadline || gui.xvfb.try_wait().ok().flatten().is_some() {
+                return Err(Error::Msg(format!(
+                    "container {name}: Xvfb :{display} did not come up"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(gui)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(format!("/tmp/.X11-unix/X{}", self.display))
+    }
+
+    /// The bind mount that makes the display `:0` inside the container.
+    pub fn mount_entry(&self) -> MountEntry {
+        MountEntry {
+            source: self.socket().display().to_string(),
+            target: "tmp/.X11-unix/X0".into(),
+            fstype: "none".into(),
+            options: vec!["bind".into(), "create=file".into()],
+        }
+    }
+
+    /// Serve the display with `coop spice serve`, re-executing our own binary.
+    pub fn serve(&mut self, exe: &Path) -> Result<()> {
+        let (host, port) = self.addr.rsplit_once(':').expect("checked in start");
+        let child = Command::new(exe)
+            .args(["spice", "serve", "--x11", &format!(":{}", self.display)])
+            .args([
+                "--addr",
+                host.trim_matches(|c| c == '[' || c == ']'),
+                "--port",
+                port,
+            ])
+            .arg("--disable-ticketing")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(Error::io("cannot start the SPICE server"))?;
+        self.server = Some(child);
+        // Ready when the port accepts connections.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(Error::Msg(format!(
+                    "SPICE server on {} did not come up",
+                    self.addr
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GuiDisplay {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        // SIGTERM lets Xvfb remove its socket and lock file.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.xvfb.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.xvfb.wait();
+    }
+}

@@ -1,0 +1,115 @@
+//! `coop spice serve`: shows an X display to SPICE clients (spicy, remote-viewer).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Compression {
+    Lz,
+    Off,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Serve an X display over SPICE until interrupted.
+    Serve {
+        /// X display to show and drive, e.g. :1.
+        #[arg(long, value_name = "DISPLAY")]
+        x11: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        addr: IpAddr,
+        /// Plain TCP port.
+        #[arg(long, default_value_t = 5930)]
+        port: u16,
+        /// File holding the client password (first line; at most 60 bytes).
+        #[arg(long, value_name = "FILE", conflicts_with = "disable_ticketing")]
+        password_file: Option<PathBuf>,
+        /// Let any client connect without a password.
+        #[arg(long)]
+        disable_ticketing: bool,
+        /// Also serve every channel over TLS on this port.
+        #[arg(long, value_name = "N", requires_all = ["x509_cert", "x509_key"])]
+        tls_port: Option<u16>,
+        /// PEM certificate chain for the TLS port.
+        #[arg(long, value_name = "FILE", requires = "tls_port")]
+        x509_cert: Option<PathBuf>,
+        /// PEM private key for the TLS port.
+        #[arg(long, value_name = "FILE", requires = "tls_port")]
+        x509_key: Option<PathBuf>,
+        /// Image compression for screen updates.
+        #[arg(long, value_enum, default_value = "lz")]
+        image_compression: Compression,
+        /// Display updates per second, at most.
+        #[arg(long, default_value_t = 30)]
+        max_fps: u32,
+    },
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let Cmd::Serve {
+        x11,
+        addr,
+        port,
+        password_file,
+        disable_ticketing,
+        tls_port,
+        x509_cert,
+        x509_key,
+        image_compression,
+        max_fps,
+    } = a.cmd;
+    let ticketing = match (password_file, disable_ticketing) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("reading the password file {}", f.display()))?;
+            let pw = text.lines().next().unwrap_or("").to_string();
+            if pw.is_empty() {
+                bail!("the password file {} is empty", f.display());
+            }
+            spice_server::Ticketing::Password(pw)
+        }
+        (None, true) => spice_server::Ticketing::Disabled,
+        (None, false) => bail!(
+            "refusing to serve without authentication: give --password-file FILE, \
+             or --disable-ticketing to let anyone who can reach {addr}:{port} control the display"
+        ),
+    };
+    let tls = match (tls_port, x509_cert, x509_key) {
+        (Some(port), Some(cert), Some(key)) => Some(spice_server::TlsConfig { port, cert, key }),
+        (None, None, None) => None,
+        _ => bail!("--tls-port needs both --x509-cert and --x509-key"),
+    };
+    let config = spice_server::Config {
+        addr,
+        port: Some(port),
+        tls,
+        ticketing,
+        image_compression: match image_compression {
+            Compression::Lz => spice_server::ImageCompression::Lz,
+            Compression::Off => spice_server::ImageCompression::Off,
+        },
+        max_fps,
+        name: format!("coop {x11}"),
+    };
+    let source = spice_server::coop_display::X11Source::connect(&x11)
+        .with_context(|| format!("opening X display {x11}"))?;
+    eprintln!(
+        "coop: serving X display {x11} over SPICE on {addr}:{port}{}",
+        config
+            .tls
+            .as_ref()
+            .map(|t| format!(" and TLS port {}", t.port))
+            .unwrap_or_default()
+    );
+    spice_server::serve_blocking(config, Box::new(source))?;
+    Ok(0)
+}

@@ -1,0 +1,179 @@
+//! `coop view`: the SPICE client (`spicec -h HOST -p PORT` of the article).
+//! With `--screenshot FILE` it runs headless: connect, wait until the picture
+//! is complete, write it, exit.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use spice_client::{capture, CaptureOptions, ClientConfig, ClientError};
+use spice_client::spice_proto::consts::image_compression as ic;
+
+/// Exit status when the server refuses the password.
+const EXIT_AUTH: u8 = 2;
+
+#[derive(clap::Args, Debug)]
+// `-h` is the host, as in spicec; help stays reachable as --help.
+#[command(disable_help_flag = true)]
+pub struct Args {
+    /// spice://HOST:PORT (or spice://HOST?port=PORT).
+    #[arg(value_name = "URI")]
+    uri: Option<String>,
+    /// Server host (instead of a URI).
+    #[arg(short = 'h', long = "host", value_name = "HOST")]
+    host: Option<String>,
+    /// Server port (instead of a URI).
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
+    /// Read the password (SPICE ticket) from FILE; a trailing newline is ignored.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Headless: write the screen to FILE (.png, or .ppm) once it is complete, then exit.
+    #[arg(long, value_name = "FILE")]
+    screenshot: Option<PathBuf>,
+    /// Quiet period (ms) after the server's MARK with no display update before
+    /// the picture counts as complete.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    wait_ms: u64,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+    /// Preferred image compression to ask the server for:
+    /// auto_glz, auto_lz, quic, glz, lz, lz4 or off.
+    #[arg(long, value_name = "NAME")]
+    compression: Option<String>,
+    /// Print bytes per channel at exit.
+    #[arg(long)]
+    stats: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn parse_uri(uri: &str) -> anyhow::Result<(String, Option<u16>)> {
+    let rest = uri
+        .strip_prefix("spice://")
+        .with_context(|| format!("{uri:?} is not a spice:// URI"))?;
+    let (hostport, query) = match rest.split_once('?') {
+        Some((h, q)) => (h.trim_end_matches('/'), Some(q)),
+        None => (rest.trim_end_matches('/'), None),
+    };
+    let mut port = None;
+    if let Some(q) = query {
+        for kv in q.split('&') {
+            if let Some(v) = kv.strip_prefix("port=") {
+                port = Some(v.parse().with_context(|| format!("bad port {v:?} in {uri:?}"))?);
+            }
+        }
+    }
+    let (host, p) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, tail) = h
+            .split_once(']')
+            .with_context(|| format!("unclosed [ in {uri:?}"))?;
+        (h.to_string(), tail.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if let Some(p) = p {
+        port = Some(p.parse().with_context(|| format!("bad port {p:?} in {uri:?}"))?);
+    }
+    if host.is_empty() {
+        bail!("no host in {uri:?}");
+    }
+    Ok((host, port))
+}
+
+fn compression(name: &str) -> anyhow::Result<u8> {
+    Ok(match name {
+        "auto_glz" => ic::AUTO_GLZ,
+        "auto_lz" => ic::AUTO_LZ,
+        "quic" => ic::QUIC,
+        "glz" => ic::GLZ,
+        "lz" => ic::LZ,
+        "lz4" => ic::LZ4,
+        "off" => ic::OFF,
+        other => bail!("unknown compression {other:?} (auto_glz, auto_lz, quic, glz, lz, lz4, off)"),
+    })
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let (mut host, mut port) = match &a.uri {
+        Some(u) => {
+            let (h, p) = parse_uri(u)?;
+            (Some(h), p)
+        }
+        None => (None, None),
+    };
+    if a.host.is_some() {
+        host = a.host.clone();
+    }
+    if a.port.is_some() {
+        port = a.port;
+    }
+    let host = host.context("no server given: use spice://HOST:PORT or -h HOST -p PORT")?;
+    let port = port.context("no port given: use spice://HOST:PORT or -p PORT")?;
+    let mut cfg = ClientConfig::new(host, port);
+    if let Some(f) = &a.password_file {
+        let pw = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        cfg.password = pw.trim_end_matches(['\n', '\r']).to_string();
+    }
+    if let Some(c) = &a.compression {
+        cfg.preferred_compression = Some(compression(c)?);
+    }
+    let Some(out) = &a.screenshot else {
+        bail!("the interactive window is not available in this build; use --screenshot FILE");
+    };
+    cfg.all_channels = false;
+    let opts = CaptureOptions {
+        quiet: Duration::from_millis(a.wait_ms),
+        timeout: Duration::from_secs(a.timeout),
+    };
+    let t0 = Instant::now();
+    let shot = match capture(cfg, &opts) {
+        Ok(s) => s,
+        Err(e @ ClientError::AuthFailed(_)) => {
+            eprintln!("coop view: {e}");
+            return Ok(EXIT_AUTH);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    spice_client::output::write_image(&shot.screen, out)?;
+    if a.stats {
+        for s in &shot.stats {
+            println!(
+                "{}:{} received {} bytes, sent {} bytes, {} messages",
+                s.name, s.channel_id, s.received, s.sent, s.messages
+            );
+        }
+        let images: Vec<String> = shot
+            .image_counts
+            .iter()
+            .map(|(t, n)| format!("{}={n}", spice_client::image::image_type_name(*t)))
+            .collect();
+        println!("images: {}", images.join(" "));
+        println!(
+            "first complete frame after {} ms (total {} ms)",
+            shot.first_frame.as_millis(),
+            t0.elapsed().as_millis()
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(parse_uri("spice://127.0.0.1:5930").unwrap(), ("127.0.0.1".into(), Some(5930)));
+        assert_eq!(parse_uri("spice://h?port=7").unwrap(), ("h".into(), Some(7)));
+        assert_eq!(parse_uri("spice://[::1]:9/").unwrap(), ("::1".into(), Some(9)));
+        assert!(parse_uri("http://x:1").is_err());
+        assert!(parse_uri("spice://:1").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! The debian template end to end: debootstrap (cached in /var/cache/coop after the
+//! first run), systemd as PID 1, a getty login on the console, a clean halt.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn debian_boots_systemd_logs_in_and_halts() {
+    if !need_root() {
+        return;
+    }
+    let c = Coop::new();
+    let n = unique("deb");
+    let cfg = c.root.path().join("deb.conf");
+    std::fs::write(&cfg, "lxc.net.0.type = empty\n").unwrap();
+    c.track(&n);
+    let t = Instant::now();
+    c.ok(&[
+        "create",
+        "-n",
+        &n,
+        "-t",
+        "debian",
+        "--release",
+        "bookworm",
+        "--root-password",
+        "deb-pw-1",
+        "-f",
+        cfg.to_str().unwrap(),
+    ]);
+    eprintln!("debian create took {:?}", t.elapsed());
+    // A second create of the same release comes from the cache: seconds, not minutes.
+    let n2 = unique("deb");
+    c.track(&n2);
+    let t = Instant::now();
+    c.ok(&[
+        "create",
+        "-n",
+        &n2,
+        "-t",
+        "debian",
+        "-f",
+        cfg.to_str().unwrap(),
+    ]);
+    let cached = t.elapsed();
+    eprintln!("cached debian create took {cached:?}");
+    assert!(
+        cached < Duration::from_secs(30),
+        "cached create took {cached:?}"
+    );
+    c.ok(&["destroy", "-n", &n2]);
+
+    c.ok(&["start", "-n", &n]);
+    let comm = c.ok(&["attach", "-n", &n, "--", "cat", "/proc/1/comm"]);
+    assert_eq!(comm.trim(), "systemd");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut state = String::new();
+    while Instant::now() < deadline {
+        let out = c.run(&["attach", "-n", &n, "--", "systemctl", "is-system-running"]);
+        state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if state == "running" || state == "degraded" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let failed = c.ok(&[
+        "attach",
+        "-n",
+        &n,
+        "--",
+        "systemctl",
+        "--failed",
+        "--no-legend",
+    ]);
+    eprintln!("system state {state}; failed units: {failed:?}");
+    assert!(
+        state == "running" || state == "degraded",
+        "systemd state {state}"
+    );
+
+    // Log in on the console (tty 0), where systemd runs console-getty in containers.
+    let mut cmd = c.cmd();
+    cmd.args(["console", "-n", &n, "-t", "0"]);
+    let mut p = PtyProc::spawn(cmd);
+    p.expect("Ctrl a q", Duration::from_secs(5));
+    p.send("\r");
+    p.expect("login:", Duration::from_secs(20));
+    p.send("root\r");
+    p.expect("assword:", Duration::from_secs(10));
+    p.send("deb-pw-1\r");
+    p.expect("#", Duration::from_secs(20));
+    p.send("echo DEB-$((6*7)); cat /etc/debian_version\r");
+    p.expect("DEB-42", Duration::from_secs(10));
+    p.send("\x01q");
+    assert!(p.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
+
+    // SIGRTMIN+3 asks systemd to halt; well under the kill timeout means it was clean.
+    let t = Instant::now();
+    c.ok(&["stop", "-n", &n, "-t", "30"]);
+    let took = t.elapsed();
+    eprintln!("debian stop took {took:?}");
+    assert!(
+        took < Duration::from_secs(25),
+        "stop took {took:?} (killed?)"
+    );
+    let log = std::fs::read_to_string(c.root.path().join(&n).join("console.log")).unwrap();
+    assert!(
+        log.contains("Halting system") || log.contains("System Halt"),
+        "{log}"
+    );
+    assert_eq!(leftovers(&c, &n), Vec::<String>::new());
+}
