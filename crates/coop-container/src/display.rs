@@ -63,7 +63,7 @@ impl GuiDisplay {
         }
         let display = free_display()
             .ok_or_else(|| Error::Msg("no free X display number between :20 and :199".into()))?;
-        let xvfb = Command::new("Xvfb")
+        let xvfb = with_default_signals(Command::new("Xvfb"))
             .arg(format!(":{display}"))
             .args(["-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"])
             .stdin(Stdio::null())
@@ -111,7 +111,7 @@ impl GuiDisplay {
     /// Serve the display with `coop spice serve`, re-executing our own binary.
     pub fn serve(&mut self, exe: &Path) -> Result<()> {
         let (host, port) = self.addr.rsplit_once(':').expect("checked in start");
-        let child = Command::new(exe)
+        let child = with_default_signals(Command::new(exe))
             .args(["spice", "serve", "--x11", &format!(":{}", self.display)])
             .args([
                 "--addr",
@@ -121,6 +121,8 @@ impl GuiDisplay {
             ])
             .arg("--disable-ticketing")
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .map_err(Error::io("cannot start the SPICE server"))?;
         self.server = Some(child);
@@ -137,6 +139,20 @@ impl GuiDisplay {
         }
         Ok(())
     }
+}
+
+/// The monitor ignores SIGPIPE; its helpers must start with default dispositions.
+fn with_default_signals(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls signal(2) and
+    // sigprocmask(2), which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::init::reset_signals();
+            Ok(())
+        });
+    }
+    cmd
 }
 
 impl Drop for GuiDisplay {

@@ -40,6 +40,8 @@ pub(crate) struct ChildSpec {
     pub drop_caps: Vec<caps::Capability>,
     pub seccomp: Option<seccompiler::BpfProgram>,
     pub userns: bool,
+    /// Raise `lo` in the new network namespace (networking adds the other links).
+    pub loopback_up: bool,
 }
 
 /// Proc files that leak host information or allow host damage; hidden as LXC does.
@@ -88,6 +90,9 @@ fn setup_and_exec(spec: &ChildSpec, sync: OwnedFd) -> Result<Never, String> {
     unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("cannot create the cgroup namespace: {e}"))?;
 
+    if spec.loopback_up {
+        loopback_up()?;
+    }
     setup_rootfs(spec)?;
     sethostname(&spec.hostname).map_err(|e| format!("cannot set the host name: {e}"))?;
     setup_console()?;
@@ -385,6 +390,37 @@ fn mount_entry(root: &Path, e: &MountEntry) -> Result<(), String> {
             flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None,
         )?;
+    }
+    Ok(())
+}
+
+/// `ip link set lo up`, with one ioctl instead of a netlink conversation.
+fn loopback_up() -> Result<(), String> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket for lo: {e}"))?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value. The ioctls read and write
+    // only that struct, which lives across both calls.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(format!("lo flags: {}", std::io::Error::last_os_error()));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(format!(
+                "cannot raise lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{chown, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use coop_cgroups::{Cgroup, Hierarchy};
@@ -20,8 +21,7 @@ use coop_config::{CgroupMode, Config};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{openpty, Winsize};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::SignalFd;
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -100,7 +100,7 @@ struct Monitor {
     /// Kept open so reading a master never fails with EIO between two gettys.
     _slaves: Vec<OwnedFd>,
     listener: Option<UnixListener>,
-    sigfd: SignalFd,
+    sigfd: OwnedFd,
     log: Option<File>,
     clients: Vec<Client>,
     stop_waiters: Vec<UnixStream>,
@@ -116,6 +116,7 @@ struct Client {
 }
 
 fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
+    let t0 = std::time::Instant::now();
     let config = Config::load(&store.config_path(name))?;
     // Network keys are checked before anything changes on the host.
     let ifaces = coop_net::parse_interfaces(&config.net)?;
@@ -133,28 +134,17 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     fs::create_dir_all(&run_dir)
         .map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
 
-    // Block the signals we handle through a signalfd before any child exists.
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block().map_err(Error::sys("sigprocmask"))?;
-    let sigfd = SignalFd::with_flags(
-        &mask,
-        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
-    )
-    .map_err(Error::sys("signalfd"))?;
+    // Signals arrive through a self-pipe rather than a signalfd: a signalfd needs the
+    // signals blocked, and a blocked mask would be inherited by every helper we spawn
+    // (Xvfb, dnsmasq), which could then never be stopped with SIGTERM.
+    let sigpipe = signal_pipe()?;
     // A console client that goes away must not kill the monitor.
-    // SAFETY: SIG_IGN runs no code; the child resets it before exec.
+    // SAFETY: SIG_IGN runs no code; children reset it before exec.
     unsafe {
         let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn);
     }
 
+    tracing::debug!(elapsed = ?t0.elapsed(), "config");
     let hier = Hierarchy::detect()?;
     let cgroup = Cgroup::new(&hier, &store.cgroup_name(name));
     if cgroup.exists() {
@@ -170,7 +160,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         masters: vec![],
         _slaves: vec![],
         listener: None,
-        sigfd,
+        sigfd: sigpipe,
         log: None,
         clients: vec![],
         stop_waiters: vec![],
@@ -179,6 +169,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         net: None,
         gui: None,
     };
+    tracing::debug!(elapsed = ?t0.elapsed(), "cgroup created");
     configure_cgroup(&mon.cgroup, &config)?;
 
     // Console (index 0) and lxc.tty.max ttys.
@@ -217,7 +208,9 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         .open(&log_path)
         .ok();
 
+    tracing::debug!(elapsed = ?t0.elapsed(), "cgroup configured + ptys");
     let mut spec = child_spec(&config, name, &rootfs, &tty_paths, &mon.cgroup, &hier)?;
+    spec.loopback_up = coop_net::needs_netns(&ifaces);
     if let Some(addr) = spice.or_else(|| config.display_spice.clone()) {
         let gui = crate::display::GuiDisplay::start(name, &addr)?;
         spec.mounts.push(gui.mount_entry());
@@ -261,18 +254,28 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     // SAFETY: the monitor is single-threaded, so the child (a copy of this process, no
     // CLONE_VM) cannot inherit a lock held by another thread; the callback only uses
     // state prepared above and ends in exec or exit.
+    tracing::debug!(elapsed = ?t0.elapsed(), "spec built");
     let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
         .map_err(Error::sys("cannot clone the container's init"))?;
     mon.init = pid;
     // Our copies of the child's ends must close so EOF means "exec'd".
     drop(child_fds);
 
+    tracing::debug!(elapsed = ?t0.elapsed(), "cloned");
     let go = (|| -> Result<()> {
         mon.cgroup.add_process(pid.as_raw())?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "cgroup joined");
         if userns {
             write_id_maps(pid, &config)?;
         }
-        if !ifaces.is_empty() {
+        // Loopback alone needs no netlink session: init's side raises it (see init.rs).
+        let only_loopback = ifaces.iter().all(|i| {
+            matches!(
+                i.kind,
+                coop_net::IfaceType::Empty | coop_net::IfaceType::None
+            )
+        });
+        if !only_loopback {
             let attached = coop_net::setup(&net_store, name, pid.as_raw(), &ifaces)?;
             mon.net = Some(attached);
         }
@@ -283,6 +286,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         drop(sync_w);
         return Err(e);
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "cloned + cgroup joined + net");
     sync_w
         .write_all(b"G")
         .map_err(Error::io("cannot release the container's init"))?;
@@ -296,6 +300,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     if let Some(gui) = &mut mon.gui {
         gui.serve(Path::new("/proc/self/exe"))?;
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "init exec'd");
     let sock = store.socket_path(name);
     let _ = fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
@@ -316,6 +321,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         spice: mon.gui.as_ref().map(|g| g.addr.clone()),
         net: mon.net.as_ref().and_then(|a| serde_json::to_value(a).ok()),
     };
+    tracing::debug!(elapsed = ?t0.elapsed(), "listening");
     state.write(store)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -487,6 +493,7 @@ fn child_spec(
         drop_caps,
         seccomp: (!prog.is_empty()).then_some(prog),
         userns: !config.idmap.is_empty(),
+        loopback_up: false,
     })
 }
 
@@ -545,6 +552,49 @@ fn shed_startup_pages() {
             libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_PAGEOUT);
         }
     }
+}
+
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let saved = nix::errno::Errno::last_raw();
+    if sig != libc::SIGCHLD {
+        TERMINATE.store(true, Ordering::SeqCst);
+    }
+    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
+    // SAFETY: write(2) on a non-blocking pipe is async-signal-safe; a full pipe already
+    // holds a wake-up, so a failed write loses nothing.
+    unsafe {
+        libc::write(fd, b"s".as_ptr().cast(), 1);
+    }
+    nix::errno::Errno::set_raw(saved);
+}
+
+/// Route SIGCHLD, SIGTERM, SIGINT and SIGHUP to a pipe the event loop polls.
+fn signal_pipe() -> Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let (r, w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(Error::sys("pipe"))?;
+    SIGNAL_PIPE.store(w.as_raw_fd(), Ordering::SeqCst);
+    // The write end lives as long as the process.
+    std::mem::forget(w);
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+        SigSet::empty(),
+    );
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        // SAFETY: the handler only touches atomics and write(2).
+        unsafe { sigaction(s, &action) }.map_err(Error::sys("sigaction"))?;
+    }
+    Ok(r)
 }
 
 fn redirect_output(log: &Path) {
@@ -636,15 +686,12 @@ impl Monitor {
     }
 
     fn on_signal(&mut self) {
-        while let Ok(Some(info)) = self.sigfd.read_signal() {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGCHLD) => self.reap(),
-                Ok(s) => {
-                    tracing::info!("monitor got {s:?}: killing the container");
-                    let _ = kill(self.init, Signal::SIGKILL);
-                }
-                Err(_) => {}
-            }
+        let mut b = [0u8; 64];
+        while matches!(nix::unistd::read(self.sigfd.as_raw_fd(), &mut b), Ok(n) if n > 0) {}
+        self.reap();
+        if TERMINATE.swap(false, Ordering::SeqCst) {
+            tracing::info!("monitor asked to end: killing the container");
+            let _ = kill(self.init, Signal::SIGKILL);
         }
     }
 

@@ -46,6 +46,8 @@ enum Command {
     Freeze(commands::freeze::Args),
     /// Resume a frozen container.
     Unfreeze(commands::freeze::Args),
+    /// Serve an X display over SPICE.
+    Spice(commands::spice::Args),
     /// Manage networks (bridges with DHCP and NAT).
     Net(commands::net::Args),
     /// Internal: the per-container monitor started by `coop start`.
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Destroy(a) => commands::destroy::run(&store, a),
         Command::Freeze(a) => commands::freeze::run(&store, a, true),
         Command::Unfreeze(a) => commands::freeze::run(&store, a, false),
+        Command::Spice(a) => commands::spice::run(a),
         Command::Net(a) => commands::net::run(&store, a),
         Command::Monitor(a) => commands::monitor::run(a),
     };

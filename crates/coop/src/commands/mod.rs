@@ -10,6 +10,7 @@ pub mod info;
 pub mod ls;
 pub mod monitor;
 pub mod net;
+pub mod spice;
 pub mod start;
 pub mod stop;
 

@@ -1,13 +1,13 @@
 //! `coop view`: the SPICE client (`spicec -h HOST -p PORT` of the article).
-//! With `--screenshot FILE` it runs headless: connect, wait until the picture
-//! is complete, write it, exit.
+//! It opens a window on the remote screen; with `--screenshot FILE` it runs
+//! headless instead: connect, wait until the picture is complete, write it, exit.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use spice_client::{capture, CaptureOptions, ClientConfig, ClientError};
 use spice_client::spice_proto::consts::image_compression as ic;
+use spice_client::{capture, CaptureOptions, ClientConfig, ClientError};
 
 /// Exit status when the server refuses the password.
 const EXIT_AUTH: u8 = 2;
@@ -62,7 +62,10 @@ fn parse_uri(uri: &str) -> anyhow::Result<(String, Option<u16>)> {
     if let Some(q) = query {
         for kv in q.split('&') {
             if let Some(v) = kv.strip_prefix("port=") {
-                port = Some(v.parse().with_context(|| format!("bad port {v:?} in {uri:?}"))?);
+                port = Some(
+                    v.parse()
+                        .with_context(|| format!("bad port {v:?} in {uri:?}"))?,
+                );
             }
         }
     }
@@ -78,7 +81,10 @@ fn parse_uri(uri: &str) -> anyhow::Result<(String, Option<u16>)> {
         }
     };
     if let Some(p) = p {
-        port = Some(p.parse().with_context(|| format!("bad port {p:?} in {uri:?}"))?);
+        port = Some(
+            p.parse()
+                .with_context(|| format!("bad port {p:?} in {uri:?}"))?,
+        );
     }
     if host.is_empty() {
         bail!("no host in {uri:?}");
@@ -95,8 +101,19 @@ fn compression(name: &str) -> anyhow::Result<u8> {
         "lz" => ic::LZ,
         "lz4" => ic::LZ4,
         "off" => ic::OFF,
-        other => bail!("unknown compression {other:?} (auto_glz, auto_lz, quic, glz, lz, lz4, off)"),
+        other => {
+            bail!("unknown compression {other:?} (auto_glz, auto_lz, quic, glz, lz, lz4, off)")
+        }
     })
+}
+
+fn print_stats(stats: &[spice_client::ChannelStats]) {
+    for s in stats {
+        println!(
+            "{}:{} received {} bytes, sent {} bytes, {} messages",
+            s.name, s.channel_id, s.received, s.sent, s.messages
+        );
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -125,11 +142,26 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         cfg.preferred_compression = Some(compression(c)?);
     }
     let Some(out) = &a.screenshot else {
-        bail!("the interactive window is not available in this build; use --screenshot FILE");
+        return match spice_client::viewer::run_window(cfg, Default::default()) {
+            Ok(stats) => {
+                if a.stats {
+                    print_stats(&stats);
+                }
+                Ok(0)
+            }
+            Err(e @ ClientError::AuthFailed(_)) => {
+                eprintln!("coop view: {e}");
+                Ok(EXIT_AUTH)
+            }
+            Err(e) => Err(e.into()),
+        };
     };
     cfg.all_channels = false;
     let opts = CaptureOptions {
         quiet: Duration::from_millis(a.wait_ms),
+        // A screen that never stops changing (a blinking cursor) is taken
+        // after a few quiet periods' worth of time.
+        settle: Duration::from_millis(a.wait_ms.saturating_mul(5).max(1000)),
         timeout: Duration::from_secs(a.timeout),
     };
     let t0 = Instant::now();
@@ -143,12 +175,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     };
     spice_client::output::write_image(&shot.screen, out)?;
     if a.stats {
-        for s in &shot.stats {
-            println!(
-                "{}:{} received {} bytes, sent {} bytes, {} messages",
-                s.name, s.channel_id, s.received, s.sent, s.messages
-            );
-        }
+        print_stats(&shot.stats);
         let images: Vec<String> = shot
             .image_counts
             .iter()
@@ -156,8 +183,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .collect();
         println!("images: {}", images.join(" "));
         println!(
-            "first complete frame after {} ms (total {} ms)",
+            "first frame after {} ms, complete after {} ms (total {} ms)",
             shot.first_frame.as_millis(),
+            shot.complete.as_millis(),
             t0.elapsed().as_millis()
         );
     }
@@ -170,10 +198,96 @@ mod tests {
 
     #[test]
     fn uris() {
-        assert_eq!(parse_uri("spice://127.0.0.1:5930").unwrap(), ("127.0.0.1".into(), Some(5930)));
-        assert_eq!(parse_uri("spice://h?port=7").unwrap(), ("h".into(), Some(7)));
-        assert_eq!(parse_uri("spice://[::1]:9/").unwrap(), ("::1".into(), Some(9)));
+        assert_eq!(
+            parse_uri("spice://127.0.0.1:5930").unwrap(),
+            ("127.0.0.1".into(), Some(5930))
+        );
+        assert_eq!(
+            parse_uri("spice://h?port=7").unwrap(),
+            ("h".into(), Some(7))
+        );
+        assert_eq!(
+            parse_uri("spice://[::1]:9/").unwrap(),
+            ("::1".into(), Some(9))
+        );
         assert!(parse_uri("http://x:1").is_err());
         assert!(parse_uri("spice://:1").is_err());
+    }
+
+    /// A server whose link stage refuses every ticket but "right".
+    fn refusing_server() -> u16 {
+        use spice_client::spice_proto::{ticket, LinkServer, LinkServerConfig, LinkStatus};
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cfg = Arc::new(LinkServerConfig::new(
+            ticket::generate_key().unwrap(),
+            Some("right".into()),
+        ));
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut ls = LinkServer::new(cfg);
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(n) = s.read(&mut buf) else { return };
+                if n == 0 {
+                    return;
+                }
+                let mut out = Vec::new();
+                let st = ls.feed(&buf[..n], &mut out);
+                let _ = s.write_all(&out);
+                if st != LinkStatus::InProgress {
+                    return;
+                }
+            }
+        });
+        port
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: Args,
+        }
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().a
+    }
+
+    #[test]
+    fn wrong_password_exits_with_status_2() {
+        let port = refusing_server();
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "wrong\n").unwrap();
+        let out = dir.path().join("x.png");
+        let a = args(&[
+            "view",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--screenshot",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run(a).unwrap(), EXIT_AUTH);
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn refused_connection_is_an_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let a = args(&[
+            "view",
+            &format!("spice://127.0.0.1:{port}"),
+            "--screenshot",
+            "/nonexistent/x.png",
+        ]);
+        let e = run(a).unwrap_err();
+        assert!(e.to_string().contains("cannot connect"), "{e}");
     }
 }

@@ -1,0 +1,596 @@
+//! coop's SPICE server: shows one [`DisplaySource`] (an X server today) to SPICE clients
+//! such as spice-gtk's `spicy`/`remote-viewer`, wire-compatible with spice-server 0.15.
+//!
+//! It serves the main, display, inputs and cursor channels on a plain TCP port and/or a
+//! TLS port (rustls), with SPICE ticket (password) authentication. Every channel
+//! connection is its own tokio task with bounded queues, so a slow or hostile client
+//! only affects itself. A built-in VD agent on the main channel handles monitor
+//! configuration (resize) and the clipboard in both directions.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), spice_server::ServerError> {
+//! let source = coop_display::X11Source::connect(":1").expect("X display");
+//! let config = spice_server::Config {
+//!     ticketing: spice_server::Ticketing::Disabled,
+//!     ..Default::default()
+//! };
+//! spice_server::serve(config, Box::new(source)).await
+//! # }
+//! ```
+
+mod conn;
+mod cursor_ch;
+mod display_ch;
+mod inputs_ch;
+mod main_ch;
+mod source;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use coop_display::DisplaySource;
+use spice_proto::consts::{caps, channel};
+use spice_proto::link::{caps_from_bits, LinkInfo};
+use spice_proto::LinkServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use coop_display;
+
+use conn::Counters;
+use source::SourceHub;
+
+/// How clients authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ticketing {
+    /// Clients must send this password (at most 60 bytes, SPICE's limit).
+    Password(String),
+    /// Any client may connect.
+    Disabled,
+}
+
+/// How images are sent to clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageCompression {
+    /// SPICE LZ (RGB32), except for tiny images.
+    #[default]
+    Lz,
+    /// Raw 32-bit bitmaps.
+    Off,
+}
+
+/// The TLS port and its certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// 0 picks a free port (see [`Server::tls_addr`]).
+    pub port: u16,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: IpAddr,
+    /// Plain TCP port; `None` serves TLS only; `Some(0)` picks a free port.
+    pub port: Option<u16>,
+    pub tls: Option<TlsConfig>,
+    pub ticketing: Ticketing,
+    pub image_compression: ImageCompression,
+    /// Display updates per second, at most.
+    pub max_fps: u32,
+    /// Sent to clients as the VM name.
+    pub name: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: Some(5930),
+            tls: None,
+            ticketing: Ticketing::Password(String::new()),
+            image_compression: ImageCompression::Lz,
+            max_fps: 30,
+            name: "coop".into(),
+        }
+    }
+}
+
+/// Errors of the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("TLS setup with {path}: {detail}")]
+    Tls { path: PathBuf, detail: String },
+    #[error("SPICE protocol: {0}")]
+    Protocol(String),
+    #[error("display source: {0}")]
+    Display(#[from] coop_display::DisplayError),
+}
+
+impl ServerError {
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
+        move |source| ServerError::Io {
+            op: op.to_string(),
+            source,
+        }
+    }
+}
+
+/// Figures a caller can watch (tests, monitoring).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connection tasks alive (linking or linked).
+    pub connections: usize,
+    /// Main-channel sessions alive.
+    pub sessions: usize,
+    /// Bytes sent on display channels since start.
+    pub display_bytes_out: u64,
+    /// Bytes sent on all channels since start.
+    pub bytes_out: u64,
+}
+
+/// One client session: the main channel and the channels that joined it.
+pub(crate) struct Session {
+    pub id: u32,
+    /// Flips to true when the main channel ends; the session's other channels close.
+    pub closed: watch::Receiver<bool>,
+    /// Current mouse mode (`mouse_mode` bits: 1 server, 2 client).
+    pub mouse_mode: Mutex<u16>,
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub link: Arc<LinkServerConfig>,
+    pub source: Arc<SourceHub>,
+    pub sessions: Mutex<HashMap<u32, Arc<Session>>>,
+    pub connections: AtomicUsize,
+    pub total: Arc<Counters>,
+    pub display: Arc<Counters>,
+    /// Set when the server stops; every connection task ends.
+    pub stop: watch::Sender<bool>,
+}
+
+/// Stops every connection when [`Server::run`] ends or its future is dropped.
+struct StopGuard(Arc<Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let _ = self.0.stop.send(true);
+    }
+}
+
+/// A bound server; [`Server::run`] serves until the future is dropped.
+pub struct Server {
+    shared: Arc<Shared>,
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+}
+
+/// Binds the listeners and serves `source`; returns only on a setup error (drop the
+/// future to stop serving).
+pub async fn serve(config: Config, source: Box<dyn DisplaySource>) -> Result<(), ServerError> {
+    Server::bind(config, source).await?.run().await
+}
+
+/// [`serve`] on a new multi-threaded tokio runtime, for callers without one.
+pub fn serve_blocking(config: Config, source: Box<dyn DisplaySource>) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::io("starting the tokio runtime"))?;
+    rt.block_on(serve(config, source))
+}
+
+/// The channel capabilities we announce.
+fn link_config(config: &Config) -> Result<LinkServerConfig, ServerError> {
+    let key = spice_proto::ticket::generate_key()
+        .map_err(|e| ServerError::Config(format!("ticket key: {e}")))?;
+    let password = match &config.ticketing {
+        Ticketing::Password(p) => {
+            if p.is_empty() {
+                return Err(ServerError::Config(
+                    "an empty password would refuse every client; give one or disable ticketing"
+                        .into(),
+                ));
+            }
+            if p.len() > spice_proto::consts::MAX_PASSWORD_LENGTH {
+                return Err(ServerError::Config(format!(
+                    "password is {} bytes, SPICE allows at most {}",
+                    p.len(),
+                    spice_proto::consts::MAX_PASSWORD_LENGTH
+                )));
+            }
+            Some(p.clone())
+        }
+        Ticketing::Disabled => None,
+    };
+    let mut lc = LinkServerConfig::new(key, password);
+    lc.available_channels = Some(vec![
+        channel::MAIN,
+        channel::DISPLAY,
+        channel::INPUTS,
+        channel::CURSOR,
+    ]);
+    lc.channel_caps.insert(
+        channel::MAIN,
+        caps_from_bits(&[
+            caps::main::NAME_AND_UUID,
+            caps::main::AGENT_CONNECTED_TOKENS,
+        ]),
+    );
+    lc.channel_caps.insert(
+        channel::DISPLAY,
+        caps_from_bits(&[caps::display::PREF_COMPRESSION]),
+    );
+    lc.channel_caps.insert(
+        channel::INPUTS,
+        caps_from_bits(&[caps::inputs::KEY_SCANCODE]),
+    );
+    Ok(lc)
+}
+
+impl Server {
+    /// Checks the configuration, binds the ports and starts the source thread.
+    pub async fn bind(
+        config: Config,
+        source: Box<dyn DisplaySource>,
+    ) -> Result<Server, ServerError> {
+        if config.port.is_none() && config.tls.is_none() {
+            return Err(ServerError::Config(
+                "neither a plain port nor a TLS port is configured".into(),
+            ));
+        }
+        if config.max_fps == 0 {
+            return Err(ServerError::Config("max_fps must be at least 1".into()));
+        }
+        let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let link = Arc::new(link_config(&config)?);
+        let plain = match config.port {
+            Some(p) => Some(bind(config.addr, p).await?),
+            None => None,
+        };
+        let tls = match (&config.tls, acceptor) {
+            (Some(t), Some(a)) => Some((bind(config.addr, t.port).await?, a)),
+            _ => None,
+        };
+        let source = SourceHub::start(source);
+        Ok(Server {
+            shared: Arc::new(Shared {
+                config,
+                link,
+                source,
+                sessions: Mutex::new(HashMap::new()),
+                connections: AtomicUsize::new(0),
+                total: Arc::default(),
+                display: Arc::default(),
+                stop: watch::channel(false).0,
+            }),
+            plain,
+            tls,
+        })
+    }
+
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// A handle for statistics that stays valid while [`Server::run`] runs.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.shared.clone())
+    }
+
+    /// Accepts clients on every bound port; runs until dropped.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let shared = self.shared.clone();
+        let _stop = StopGuard(shared.clone());
+        let plain = self.plain;
+        let tls = self.tls;
+        let s1 = shared.clone();
+        let plain_loop = async move {
+            let Some(l) = plain else {
+                return std::future::pending::<Result<(), ServerError>>().await;
+            };
+            loop {
+                let Some((sock, peer)) = accept(&l, &s1).await else {
+                    continue;
+                };
+                spawn_conn(s1.clone(), peer, false, async move { Ok(sock) });
+            }
+        };
+        let s2 = shared.clone();
+        let tls_loop = async move {
+            let Some((l, acc)) = tls else {
+                return std::future::pending::<Result<(), ServerError>>().await;
+            };
+            loop {
+                let Some((sock, peer)) = accept(&l, &s2).await else {
+                    continue;
+                };
+                let acc = acc.clone();
+                spawn_conn(s2.clone(), peer, true, async move {
+                    acc.accept(sock)
+                        .await
+                        .map_err(ServerError::io("TLS handshake"))
+                });
+            }
+        };
+        let r = tokio::select! {
+            r = plain_loop => r,
+            r = tls_loop => r,
+        };
+        shared.source.shutdown().await;
+        r
+    }
+}
+
+/// Reads the server's statistics.
+#[derive(Clone)]
+pub struct StatsHandle(Arc<Shared>);
+
+impl StatsHandle {
+    pub fn stats(&self) -> ServerStats {
+        let s = &self.0;
+        ServerStats {
+            connections: s.connections.load(Ordering::SeqCst),
+            sessions: s.sessions.lock().map(|m| m.len()).unwrap_or(0),
+            display_bytes_out: s.display.bytes_out.load(Ordering::Relaxed),
+            bytes_out: s.total.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Connections served at once; more are closed on accept so fds stay bounded.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Accepts one client. Accept errors (e.g. out of fds) are logged and retried after a
+/// pause rather than ending the server.
+async fn accept(l: &TcpListener, shared: &Shared) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match l.accept().await {
+        Ok((sock, peer)) => {
+            if shared.connections.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many connections; closing the new one");
+                return None;
+            }
+            let _ = sock.set_nodelay(true);
+            Some((sock, peer))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+async fn bind(addr: IpAddr, port: u16) -> Result<TcpListener, ServerError> {
+    TcpListener::bind((addr, port))
+        .await
+        .map_err(|source| ServerError::Io {
+            op: format!("binding {addr}:{port}"),
+            source,
+        })
+}
+
+/// Counts a live connection task; dropped when the task ends, however it ends.
+struct ConnGuard(Arc<Shared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn spawn_conn<S, F>(shared: Arc<Shared>, peer: SocketAddr, secure: bool, stream: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = Result<S, ServerError>> + Send + 'static,
+{
+    shared.connections.fetch_add(1, Ordering::SeqCst);
+    let guard = ConnGuard(shared.clone());
+    let mut stop = shared.stop.subscribe();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let work = async {
+            let mut s = tokio::time::timeout(conn::LINK_TIMEOUT, stream)
+                .await
+                .map_err(|_| {
+                    ServerError::Protocol("TLS handshake not finished in time".into())
+                })??;
+            let Some((info, early)) = conn::link(&mut s, shared.link.clone()).await? else {
+                return Ok(());
+            };
+            tracing::debug!(%peer, secure, channel = info.channel_type, id = info.channel_id, "linked");
+            dispatch(shared, s, info, early).await
+        };
+        let r = tokio::select! {
+            r = work => r,
+            _ = stop.wait_for(|s| *s) => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::info!(%peer, error = %e, "client connection ended");
+        }
+    });
+}
+
+async fn dispatch<S>(
+    shared: Arc<Shared>,
+    s: S,
+    info: LinkInfo,
+    early: Vec<u8>,
+) -> Result<(), ServerError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if info.channel_type == channel::MAIN {
+        return main_ch::run(shared, s, info, early).await;
+    }
+    let session = shared
+        .sessions
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&info.connection_id).cloned());
+    let Some(session) = session else {
+        // The link result was already OK (the proto crate decides it); close instead.
+        return Err(ServerError::Protocol(format!(
+            "channel {} links to unknown session {:#x}",
+            info.channel_type, info.connection_id
+        )));
+    };
+    if info.channel_id != 0 {
+        return Err(ServerError::Protocol(format!(
+            "channel {} id {} is not offered",
+            info.channel_type, info.channel_id
+        )));
+    }
+    let mut closed = session.closed.clone();
+    let work = async {
+        match info.channel_type {
+            channel::DISPLAY => display_ch::run(&shared, s, &info, early).await,
+            channel::INPUTS => inputs_ch::run(&shared, &session, s, &info, early).await,
+            channel::CURSOR => cursor_ch::run(&shared, &session, s, &info, early).await,
+            t => Err(ServerError::Protocol(format!(
+                "channel type {t} is not offered"
+            ))),
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = closed.wait_for(|c| *c) => Ok(()),
+    }
+}
+
+/// Milliseconds since the server process started, the SPICE multimedia clock.
+pub(crate) fn mm_time() -> u32 {
+    use std::sync::OnceLock;
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticketing_must_be_explicit_and_within_spice_limits() {
+        let mut c = Config::default();
+        assert!(
+            matches!(link_config(&c), Err(ServerError::Config(_))),
+            "empty password"
+        );
+        c.ticketing = Ticketing::Password("x".repeat(61));
+        let e = link_config(&c).err().expect("61-byte password refused");
+        assert!(e.to_string().contains("61 bytes"), "{e}");
+        c.ticketing = Ticketing::Password("ok".into());
+        let lc = link_config(&c).expect("valid password");
+        assert_eq!(lc.password.as_deref(), Some("ok"));
+        c.ticketing = Ticketing::Disabled;
+        assert_eq!(link_config(&c).unwrap().password, None);
+    }
+
+    #[tokio::test]
+    async fn bind_refuses_no_port_and_missing_tls_files() {
+        struct Never;
+        impl DisplaySource for Never {
+            fn size(&self) -> (u32, u32) {
+                (1, 1)
+            }
+            fn capture(
+                &mut self,
+                _: coop_display::Rect,
+                _: &mut Vec<u8>,
+            ) -> Result<(), coop_display::DisplayError> {
+                Err(coop_display::DisplayError::Stopped)
+            }
+            fn capture_full(&mut self) -> Result<coop_display::Frame, coop_display::DisplayError> {
+                Err(coop_display::DisplayError::Stopped)
+            }
+            fn next_events(
+                &mut self,
+                t: std::time::Duration,
+            ) -> Result<Vec<coop_display::SourceEvent>, coop_display::DisplayError> {
+                std::thread::sleep(t.min(std::time::Duration::from_millis(5)));
+                Ok(Vec::new())
+            }
+            fn key(&mut self, _: u32, _: bool) -> Result<(), coop_display::DisplayError> {
+                Ok(())
+            }
+            fn pointer_abs(
+                &mut self,
+                _: u32,
+                _: u32,
+                _: u32,
+            ) -> Result<(), coop_display::DisplayError> {
+                Ok(())
+            }
+            fn pointer_rel(
+                &mut self,
+                _: i32,
+                _: i32,
+                _: u32,
+            ) -> Result<(), coop_display::DisplayError> {
+                Ok(())
+            }
+            fn button(&mut self, _: u8, _: bool) -> Result<(), coop_display::DisplayError> {
+                Ok(())
+            }
+            fn resize(&mut self, _: u32, _: u32) -> Result<(), coop_display::DisplayError> {
+                Ok(())
+            }
+            fn set_clipboard(
+                &mut self,
+                _: &str,
+                _: &[u8],
+            ) -> Result<(), coop_display::DisplayError> {
+                Ok(())
+            }
+        }
+        let cfg = Config {
+            port: None,
+            ticketing: Ticketing::Disabled,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Server::bind(cfg.clone(), Box::new(Never)).await,
+            Err(ServerError::Config(_))
+        ));
+        let cfg = Config {
+            port: Some(0),
+            tls: Some(TlsConfig {
+                port: 0,
+                cert: "/nonexistent/cert.pem".into(),
+                key: "/nonexistent/key.pem".into(),
+            }),
+            ..cfg
+        };
+        match Server::bind(cfg, Box::new(Never)).await {
+            Err(e @ ServerError::Tls { .. }) => {
+                assert!(e.to_string().contains("/nonexistent/cert.pem"))
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("missing certificate accepted"),
+        }
+    }
+}

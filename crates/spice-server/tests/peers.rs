@@ -1,0 +1,538 @@
+//! The server against real peers: spice-gtk's spicy-screenshot, Xvfb + xterm, and a
+//! protocol client built from spice-proto.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use spice_proto::consts::{channel, msg, LinkErr};
+use spice_proto::{InputsClientMsg, LinkStatus};
+
+/// Puts known content on the screen: a solid root, an xterm and a plasma image.
+fn scene(x: &mut Xvfb, dir: &std::path::Path) {
+    assert!(x.run("xsetroot", &["-solid", "#3366cc"]));
+    x.spawn(
+        "xterm",
+        &[
+            "-geometry",
+            "60x10+20+20",
+            "-T",
+            "sceneterm",
+            "-e",
+            "sh",
+            "-c",
+            "echo coop SPICE test; sleep 600",
+        ],
+    );
+    let img = dir.join("plasma.png");
+    let ok = std::process::Command::new("convert")
+        .args(["-size", "320x200", "plasma:red-blue"])
+        .arg(&img)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "convert plasma failed");
+    x.spawn(
+        "display",
+        &[
+            "-title",
+            "sceneimg",
+            "-geometry",
+            "+500+400",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(x.wait_window("sceneterm"), "xterm did not map");
+    assert!(x.wait_window("sceneimg"), "display did not map");
+    // Let both finish drawing.
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+async fn screenshot_equals_x(compression: spice_server::ImageCompression) {
+    if skip_without(&[
+        "Xvfb",
+        "spicy-screenshot",
+        "xterm",
+        "import",
+        "display",
+        "convert",
+        "xdotool",
+        "xsetroot",
+    ]) {
+        return;
+    }
+    let dir = tempdir();
+    let mut x = Xvfb::start(1024, 768);
+    scene(&mut x, dir.path());
+    let mut cfg = no_auth();
+    cfg.image_compression = compression;
+    let srv = start_server(&x.name, cfg).await;
+    let port = srv.addr.unwrap().port().to_string();
+    let out = dir.path().join("shot.ppm");
+    let o2 = out.clone();
+    let el = tokio::task::spawn_blocking(move || {
+        screenshot(&["-h", "127.0.0.1", "-p", &port], &o2, &[])
+    })
+    .await
+    .unwrap()
+    .expect("spicy-screenshot against our server");
+    let (w, h, got) = read_ppm(&out).expect("client ppm");
+    let (rw, rh, want) = x.reference(dir.path());
+    assert_eq!((w, h), (rw, rh), "screen size");
+    let d = diff_pixels(&got, &want);
+    eprintln!(
+        "{compression:?}: spicy-screenshot {:.0} ms, display channel sent {} bytes, {d} differing pixels",
+        el.as_secs_f64() * 1e3,
+        srv.stats.stats().display_bytes_out
+    );
+    assert_eq!(d, 0, "client pixels differ from the X server's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshot_equals_x_pixels_lz() {
+    screenshot_equals_x(spice_server::ImageCompression::Lz).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshot_equals_x_pixels_raw() {
+    screenshot_equals_x(spice_server::ImageCompression::Off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_refused_then_right_one_served() {
+    if skip_without(&["Xvfb", "spicy-screenshot", "xsetroot", "xdpyinfo"]) {
+        return;
+    }
+    let dir = tempdir();
+    let x = Xvfb::start(640, 480);
+    assert!(x.run("xsetroot", &["-solid", "#aa5500"]));
+    let mut cfg = no_auth();
+    cfg.ticketing = spice_server::Ticketing::Password("s3cret".into());
+    let srv = start_server(&x.name, cfg).await;
+    let addr = srv.addr.unwrap();
+
+    // A protocol client with the wrong ticket gets PERMISSION_DENIED.
+    match link(tcp(addr).await, 0, channel::MAIN, "wrong").await {
+        Err(LinkStatus::Failed(e)) => assert_eq!(e, LinkErr::PERMISSION_DENIED),
+        Err(s) => panic!("unexpected link outcome {s:?}"),
+        Ok(_) => panic!("wrong password accepted"),
+    }
+    // spice-gtk with the wrong password writes nothing.
+    let port = addr.port().to_string();
+    let out = dir.path().join("no.ppm");
+    let (p2, o2) = (port.clone(), out.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        screenshot(&["-h", "127.0.0.1", "-p", &p2, "-w", "nope"], &o2, &[])
+    })
+    .await
+    .unwrap();
+    assert!(
+        r.is_err(),
+        "spicy-screenshot with a wrong password got a frame"
+    );
+    // The server still serves a correct client.
+    let out = dir.path().join("yes.ppm");
+    let o3 = out.clone();
+    tokio::task::spawn_blocking(move || {
+        screenshot(&["-h", "127.0.0.1", "-p", &port, "-w", "s3cret"], &o3, &[])
+    })
+    .await
+    .unwrap()
+    .expect("right password");
+    let (_, _, px) = read_ppm(&out).unwrap();
+    assert_eq!(&px[..3], &[0xaa, 0x55, 0x00]);
+    let (main, _) = session(tcp(addr).await, "s3cret").await;
+    drop(main);
+}
+
+/// Set-1 make codes for a few letters.
+fn scancode(c: char) -> u32 {
+    match c {
+        'h' => 0x23,
+        'e' => 0x12,
+        'l' => 0x26,
+        'o' => 0x18,
+        'c' => 0x2e,
+        'p' => 0x19,
+        ' ' => 0x39,
+        _ => panic!("no scancode for {c:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_reach_xterm() {
+    if skip_without(&["Xvfb", "xterm", "xdotool", "xdpyinfo"]) {
+        return;
+    }
+    let dir = tempdir();
+    let file = dir.path().join("typed.txt");
+    let mut x = Xvfb::start(800, 600);
+    let script = format!("read x; echo \"$x\" > {}", file.display());
+    x.spawn(
+        "xterm",
+        &[
+            "-geometry",
+            "80x20+0+0",
+            "-T",
+            "keyterm",
+            "-e",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(x.wait_window("keyterm"), "xterm did not map");
+    std::thread::sleep(Duration::from_millis(500));
+    let srv = start_server(&x.name, no_auth()).await;
+    let addr = srv.addr.unwrap();
+    let (_main, sid) = session(tcp(addr).await, "").await;
+    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
+        .await
+        .expect("inputs link");
+    inputs.expect(msg::inputs::INIT).await;
+    // Client mouse mode: put the pointer over the xterm so it has the focus.
+    for i in 0..4 {
+        inputs
+            .send(&InputsClientMsg::MousePosition {
+                x: 100 + i,
+                y: 100,
+                buttons_state: 0,
+                display_id: 0,
+            })
+            .await;
+    }
+    inputs.expect(msg::inputs::MOUSE_MOTION_ACK).await;
+    for c in "hello coop".chars() {
+        let k = scancode(c);
+        inputs.send(&InputsClientMsg::KeyDown(k)).await;
+        inputs.send(&InputsClientMsg::KeyUp(k | 0x80)).await;
+    }
+    // Keypad Enter is an extended key: spice-gtk sends it as 0xE0 | 0x1C << 8.
+    inputs
+        .send(&InputsClientMsg::KeyDown(0xe0 | (0x1c << 8)))
+        .await;
+    inputs
+        .send(&InputsClientMsg::KeyUp(0x80e0 | (0x1c << 8)))
+        .await;
+    let t0 = Instant::now();
+    while !file.exists() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = std::fs::read_to_string(&file).expect("the xterm never got Enter");
+    assert_eq!(got.trim_end(), "hello coop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_clients_are_dropped_and_others_served() {
+    if skip_without(&["Xvfb", "xdpyinfo"]) {
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let x = Xvfb::start(320, 240);
+    let srv = start_server(&x.name, no_auth()).await;
+    let addr = srv.addr.unwrap();
+
+    // Garbage instead of a link header: an error reply, then close.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("server kept a garbage client open")
+        .unwrap();
+    assert!(buf.len() >= 20, "no link error reply");
+    assert_eq!(
+        u32::from_le_bytes(buf[16..20].try_into().unwrap()),
+        LinkErr::INVALID_MAGIC.0
+    );
+
+    // A linked inputs channel announcing a 1 GiB message is dropped.
+    let (_main, sid) = session(tcp(addr).await, "").await;
+    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
+        .await
+        .unwrap();
+    inputs.expect(msg::inputs::INIT).await;
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(&101u16.to_le_bytes());
+    hdr.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    inputs.s.write_all(&hdr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while inputs.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "oversized message did not drop the client");
+
+    // A truncated KEY_DOWN body (2 bytes instead of 4) is malformed: dropped too.
+    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
+        .await
+        .unwrap();
+    inputs.expect(msg::inputs::INIT).await;
+    let mut m = Vec::new();
+    m.extend_from_slice(&101u16.to_le_bytes());
+    m.extend_from_slice(&2u32.to_le_bytes());
+    m.extend_from_slice(&[1, 2]);
+    inputs.s.write_all(&m).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while inputs.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "malformed message did not drop the client");
+
+    // A channel claiming an unknown session is closed.
+    let mut stray = link(tcp(addr).await, 0x1234_5678, channel::DISPLAY, "")
+        .await
+        .unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(5), stray.recv())
+        .await
+        .expect("stray kept open")
+        .is_none());
+
+    // Others are still served: a display channel gets its surface.
+    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
+        .await
+        .unwrap();
+    disp.expect(msg::display::SURFACE_CREATE).await;
+    disp.expect(msg::display::DRAW_COPY).await;
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 with openssl; returns (ca, cert, key).
+fn make_certs(
+    dir: &std::path::Path,
+) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let d = dir.display();
+    let script = format!(
+        "set -e; cd {d}
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=coop-test-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 2 -extfile ext.cnf 2>/dev/null"
+    );
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then(|| {
+        (
+            dir.join("ca.pem"),
+            dir.join("server-cert.pem"),
+            dir.join("server-key.pem"),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_port_serves_spice_gtk_and_rustls_client() {
+    if skip_without(&[
+        "Xvfb",
+        "spicy-screenshot",
+        "openssl",
+        "xsetroot",
+        "xdpyinfo",
+        "import",
+    ]) {
+        return;
+    }
+    let dir = tempdir();
+    let Some((ca, cert, key)) = make_certs(dir.path()) else {
+        eprintln!("SKIP: openssl could not make test certificates");
+        return;
+    };
+    let x = Xvfb::start(640, 480);
+    assert!(x.run("xsetroot", &["-solid", "#11aa77"]));
+    let mut cfg = no_auth();
+    cfg.ticketing = spice_server::Ticketing::Password("tlspw".into());
+    cfg.port = None;
+    cfg.tls = Some(spice_server::TlsConfig { port: 0, cert, key });
+    let srv = start_server(&x.name, cfg).await;
+    assert!(srv.addr.is_none());
+    let taddr = srv.tls_addr.expect("tls port");
+
+    // spicy-screenshot has no CA option and spice-gtk then uses OpenSSL's default
+    // verify paths, which SSL_CERT_FILE overrides.
+    let out = dir.path().join("tls.ppm");
+    let (o2, ca2) = (out.clone(), ca.clone());
+    let port = taddr.port().to_string();
+    let r = tokio::task::spawn_blocking(move || {
+        screenshot(
+            &["-h", "127.0.0.1", "-s", &port, "-w", "tlspw"],
+            &o2,
+            &[("SSL_CERT_FILE", ca2.to_str().unwrap())],
+        )
+    })
+    .await
+    .unwrap();
+    match r {
+        Ok(el) => {
+            let (_, _, got) = read_ppm(&out).unwrap();
+            let (_, _, want) = x.reference(dir.path());
+            assert_eq!(diff_pixels(&got, &want), 0);
+            eprintln!(
+                "spicy-screenshot over TLS: {:.0} ms",
+                el.as_secs_f64() * 1e3
+            );
+        }
+        Err(e) => panic!("spicy-screenshot over TLS failed: {e}"),
+    }
+
+    // Our own rustls client: every channel type links over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let ccfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn = tokio_rustls::TlsConnector::from(std::sync::Arc::new(ccfg));
+    let tls = |conn: tokio_rustls::TlsConnector| async move {
+        let s = tokio::net::TcpStream::connect(taddr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let s: Box<dyn Stream> = Box::new(conn.connect(name, s).await.expect("TLS handshake"));
+        s
+    };
+    let (_main, sid) = session(tls(conn.clone()).await, "tlspw").await;
+    let mut d = link(tls(conn.clone()).await, sid, channel::DISPLAY, "tlspw")
+        .await
+        .unwrap();
+    d.expect(msg::display::SURFACE_CREATE).await;
+    d.expect(msg::display::DRAW_COPY).await;
+    let mut c = link(tls(conn.clone()).await, sid, channel::CURSOR, "tlspw")
+        .await
+        .unwrap();
+    c.expect(msg::cursor::INIT).await;
+    match link(tls(conn.clone()).await, sid, channel::INPUTS, "bad").await {
+        Err(LinkStatus::Failed(e)) => assert_eq!(e, LinkErr::PERMISSION_DENIED),
+        _ => panic!("bad password accepted over TLS"),
+    }
+}
+
+/// Measures first-frame time and bytes against us and against Xspice on the same scene.
+/// Prints the figures; asserts only that both frames are pixel-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measure_first_frame_vs_xspice() {
+    if skip_without(&[
+        "Xvfb",
+        "Xspice",
+        "spicy-screenshot",
+        "xterm",
+        "import",
+        "display",
+        "convert",
+        "xdotool",
+        "xsetroot",
+    ]) {
+        return;
+    }
+    let conf_src = std::path::Path::new("/work/shared/peers/xspice.conf");
+    if !conf_src.exists() {
+        eprintln!("SKIP: {} is missing", conf_src.display());
+        return;
+    }
+    let dir = tempdir();
+    // Ours, first on a plain black 1024x768 screen, then on the scene.
+    let mut x = Xvfb::start(1024, 768);
+    {
+        let srv = start_server(&x.name, no_auth()).await;
+        let p = srv.addr.unwrap().port().to_string();
+        let out = dir.path().join("black.ppm");
+        let el = tokio::task::spawn_blocking(move || {
+            screenshot(&["-h", "127.0.0.1", "-p", &p], &out, &[])
+        })
+        .await
+        .unwrap()
+        .expect("black screen");
+        eprintln!(
+            "MEASURE black 1024x768: display channel {} bytes, spicy-screenshot {:.0} ms",
+            srv.stats.stats().display_bytes_out,
+            el.as_secs_f64() * 1e3
+        );
+    }
+    scene(&mut x, dir.path());
+    let srv = start_server(&x.name, no_auth()).await;
+    let port = srv.addr.unwrap().port().to_string();
+    let mut ours = Vec::new();
+    for i in 0..5 {
+        let out = dir.path().join(format!("ours{i}.ppm"));
+        let p = port.clone();
+        let el = tokio::task::spawn_blocking(move || {
+            screenshot(&["-h", "127.0.0.1", "-p", &p], &out, &[])
+        })
+        .await
+        .unwrap()
+        .expect("ours");
+        ours.push(el.as_secs_f64() * 1e3);
+    }
+    let bytes_per_frame = srv.stats.stats().display_bytes_out / 5;
+    drop(srv);
+    drop(x);
+
+    // Xspice: its own X server, same scene.
+    let xs_port = 20000 + (std::process::id() % 20000) as u16;
+    let conf = std::fs::read_to_string(conf_src).unwrap().replace(
+        "\"SpicePort\" \"5912\"",
+        &format!("\"SpicePort\" \"{xs_port}\""),
+    );
+    let conf_path = dir.path().join("xspice.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let num = 600 + (std::process::id() % 200);
+    let log = dir.path().join("xspice.log");
+    let child = std::process::Command::new("Xspice")
+        .args([
+            "--config",
+            conf_path.to_str().unwrap(),
+            "-logfile",
+            log.to_str().unwrap(),
+            &format!(":{num}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("SKIP: Xspice did not start");
+        return;
+    };
+    let _xs = Proc(child);
+    let mut xs = Xvfb::attach(num);
+    if !xs.ready() {
+        eprintln!("SKIP: Xspice display :{num} never answered");
+        return;
+    }
+    scene(&mut xs, dir.path());
+    let mut theirs = Vec::new();
+    for i in 0..5 {
+        let out = dir.path().join(format!("xspice{i}.ppm"));
+        let p = xs_port.to_string();
+        match tokio::task::spawn_blocking(move || {
+            screenshot(&["-h", "127.0.0.1", "-p", &p], &out, &[])
+        })
+        .await
+        .unwrap()
+        {
+            Ok(el) => theirs.push(el.as_secs_f64() * 1e3),
+            Err(e) => {
+                eprintln!("SKIP (Xspice part): {e}");
+                return;
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "MEASURE 1024x768 scene: first frame display-channel bytes (ours, LZ) = {bytes_per_frame}; \
+         spicy-screenshot median: ours {:.0} ms, Xspice {:.0} ms",
+        med(&mut ours),
+        med(&mut theirs)
+    );
+}
