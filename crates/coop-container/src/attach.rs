@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
 use crate::console::{window_size, RawMode};
-use crate::state::RunState;
+use crate::state::{AttachSpec, RunState};
 use crate::{Error, Result, Store};
 
 pub struct AttachOptions {
@@ -47,9 +47,26 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
 pub fn attach(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
     store.require(name)?;
     let st = RunState::load(store, name)?.ok_or_else(|| Error::NotRunning(name.into()))?;
-    let config = Config::load(&store.config_path(name))?;
-    let drop_caps = crate::monitor::capability_drop_list(&config)?;
-    let cgroup = Cgroup::new(&Hierarchy::detect()?, &st.cgroup);
+    let spec = match &st.attach {
+        Some(a) => a.clone(),
+        // A state file from before attach specs were recorded.
+        None => {
+            let config = Config::load(&store.config_path(name))?;
+            AttachSpec {
+                cgroup_dirs: Cgroup::new(&Hierarchy::detect()?, &st.cgroup).paths(),
+                drop_caps: crate::monitor::capability_drop_list(&config)?
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+                env: config.environment.clone(),
+            }
+        }
+    };
+    let drop_caps: Vec<caps::Capability> = spec
+        .drop_caps
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
 
     let pid = st.init_pid;
     let mut ns = Vec::new();
@@ -85,7 +102,7 @@ pub fn attach(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
         ("USER".into(), "root".into()),
         ("container".into(), "lxc".into()),
     ];
-    env.extend(config.environment.iter().cloned());
+    env.extend(spec.env.iter().cloned());
     if st.spice.is_some() {
         env.push(("DISPLAY".into(), ":0".into()));
     }
@@ -131,7 +148,8 @@ pub fn attach(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
                 drop(p.master);
                 p.slave
             });
-            let code = match enter_and_run(&cgroup, &ns, slave, &argv, &envp, &drop_caps) {
+            let code = match enter_and_run(&spec.cgroup_dirs, &ns, slave, &argv, &envp, &drop_caps)
+            {
                 Ok(code) => code,
                 Err(msg) => {
                     eprintln!("coop attach {name}: {msg}");
@@ -170,16 +188,19 @@ fn wait_code(child: nix::unistd::Pid) -> i32 {
 /// In the first child: join the cgroup and namespaces, then fork so the command is
 /// born inside the PID namespace (setns on a PID namespace only affects children).
 fn enter_and_run(
-    cgroup: &Cgroup,
+    cgroup_dirs: &[std::path::PathBuf],
     ns: &[(OwnedFd, CloneFlags, &str)],
     slave: Option<OwnedFd>,
     argv: &[CString],
     envp: &[CString],
     drop_caps: &[caps::Capability],
 ) -> std::result::Result<i32, String> {
-    cgroup
-        .add_process(std::process::id() as i32)
-        .map_err(|e| format!("cannot join the cgroup: {e}"))?;
+    let me = std::process::id().to_string();
+    for d in cgroup_dirs {
+        let f = d.join("cgroup.procs");
+        std::fs::write(&f, &me)
+            .map_err(|e| format!("cannot join the cgroup {}: {e}", f.display()))?;
+    }
     for (fd, flag, n) in ns {
         setns(fd.as_fd(), *flag).map_err(|e| format!("cannot join the {n} namespace: {e}"))?;
     }

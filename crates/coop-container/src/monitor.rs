@@ -308,6 +308,14 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     init::set_cloexec(&listener);
     mon.listener = Some(listener);
 
+    let attach = crate::state::AttachSpec {
+        cgroup_dirs: mon.cgroup.paths(),
+        drop_caps: capability_drop_list(&config)?
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        env: config.environment.clone(),
+    };
     let state = RunState {
         name: name.to_string(),
         status: Status::Running,
@@ -320,6 +328,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         userns,
         spice: mon.gui.as_ref().map(|g| g.addr.clone()),
         net: mon.net.as_ref().and_then(|a| serde_json::to_value(a).ok()),
+        attach: Some(attach),
     };
     tracing::debug!(elapsed = ?t0.elapsed(), "listening");
     state.write(store)?;

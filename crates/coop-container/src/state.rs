@@ -40,6 +40,20 @@ pub struct RunState {
     /// Opaque record of what networking created (for teardown and `info`).
     #[serde(default)]
     pub net: Option<serde_json::Value>,
+    /// What `coop attach` needs, worked out once at start so attach reads one small
+    /// file instead of parsing the config and the host's mount table.
+    #[serde(default)]
+    pub attach: Option<AttachSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AttachSpec {
+    /// The container's cgroup directory in every hierarchy.
+    pub cgroup_dirs: Vec<std::path::PathBuf>,
+    /// Capabilities init lost (names as `CAP_…`), which attached commands lose too.
+    pub drop_caps: Vec<String>,
+    /// `lxc.environment` of the container.
+    pub env: Vec<(String, String)>,
 }
 
 impl RunState {
