@@ -4,7 +4,7 @@
 set -euo pipefail
 want_run=(busybox-static debootstrap nftables dnsmasq-base iproute2 e2fsprogs xz-utils zstd)
 want_test=(lxc xvfb x11-apps x11-utils x11-xserver-utils xterm xdotool xclip imagemagick
-           spice-client-gtk xserver-xspice user-mode-linux iperf3 hyperfine tshark)
+           spice-client-gtk virt-viewer xserver-xspice user-mode-linux iperf3 hyperfine tshark)
 pkgs=("${want_run[@]}")
 [ "${1:-run}" = test ] && pkgs+=("${want_test[@]}")
 missing=()
@@ -24,5 +24,19 @@ if ! command -v cargo >/dev/null 2>&1; then
   else
     echo "coop: no Rust toolchain found (cargo); install one with rustup" >&2
     exit 1
+  fi
+fi
+if [ "${1:-run}" = test ]; then
+  # QEMU 7.2 does not apt-get install next to this image's newer qemu-utils; the SPICE
+  # client tests run it unpacked (see shared/docs/environment.md).
+  export COOP_QEMU_ROOT=${COOP_QEMU_ROOT:-/var/cache/coop/qemu/root}
+  if [ ! -x "$COOP_QEMU_ROOT/usr/bin/qemu-system-x86_64" ]; then
+    echo "coop: unpacking QEMU for the SPICE client tests into $COOP_QEMU_ROOT"
+    qdebs=$(dirname "$COOP_QEMU_ROOT")/debs
+    mkdir -p "$qdebs" "$COOP_QEMU_ROOT"
+    (cd "$qdebs" && apt-get download -qq qemu-system-x86 qemu-system-common qemu-system-data \
+        seabios ipxe-qemu libcapstone4 libfdt1 libpmem1 librdmacm1 libibverbs1 libslirp0 \
+        libvdeplug2 libndctl6 libdaxctl1 libnl-3-200 libnl-route-3-200)
+    for d in "$qdebs"/*.deb; do dpkg -x "$d" "$COOP_QEMU_ROOT"; done
   fi
 fi

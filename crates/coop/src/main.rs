@@ -48,6 +48,8 @@ enum Command {
     Unfreeze(commands::freeze::Args),
     /// Serve an X display over SPICE.
     Spice(commands::spice::Args),
+    /// Connect to a SPICE server (window, or --screenshot FILE).
+    View(commands::view::Args),
     /// Manage networks (bridges with DHCP and NAT).
     Net(commands::net::Args),
     /// Internal: the per-container monitor started by `coop start`.
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Freeze(a) => commands::freeze::run(&store, a, true),
         Command::Unfreeze(a) => commands::freeze::run(&store, a, false),
         Command::Spice(a) => commands::spice::run(a),
+        Command::View(a) => commands::view::run(a),
         Command::Net(a) => commands::net::run(&store, a),
         Command::Monitor(a) => commands::monitor::run(a),
     };

@@ -13,6 +13,7 @@ pub mod net;
 pub mod spice;
 pub mod start;
 pub mod stop;
+pub mod view;
 
 /// `-n NAME` or a positional NAME, as LXC's tools accept both.
 #[derive(clap::Args, Debug)]

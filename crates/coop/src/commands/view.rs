@@ -182,6 +182,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .map(|(t, n)| format!("{}={n}", spice_client::image::image_type_name(*t)))
             .collect();
         println!("images: {}", images.join(" "));
+        let msgs: Vec<String> = shot
+            .display_messages
+            .iter()
+            .map(|(t, n)| format!("{t}={n}"))
+            .collect();
+        println!("display messages by type: {}", msgs.join(" "));
         println!(
             "first frame after {} ms, complete after {} ms (total {} ms)",
             shot.first_frame.as_millis(),

@@ -1,0 +1,35 @@
+//! coop's SPICE client: connects to a SPICE server (QEMU, Xspice, coop's own),
+//! links the main, display, cursor and inputs channels, decodes every image
+//! format and draw command into a software canvas, and offers a headless
+//! capture of the screen. The wire format comes from `spice-proto`, the image
+//! codecs from `spice-codecs`; this crate adds the I/O (tokio), the canvas and
+//! the session logic.
+//!
+//! ```no_run
+//! use spice_client::{capture, CaptureOptions, ClientConfig};
+//! let shot = capture(ClientConfig::new("127.0.0.1", 5930), &CaptureOptions::default())?;
+//! spice_client::output::write_image(&shot.screen, std::path::Path::new("out.png"))?;
+//! # Ok::<(), spice_client::ClientError>(())
+//! ```
+
+pub mod agent;
+pub mod canvas;
+pub mod channel;
+pub mod cursor;
+pub mod display;
+pub mod error;
+pub mod headless;
+pub mod image;
+pub mod keymap;
+pub mod output;
+pub mod session;
+#[cfg(feature = "window")]
+pub mod viewer;
+
+pub use canvas::Pixmap;
+pub use error::ClientError;
+pub use headless::{capture, Capture, CaptureOptions};
+pub use session::{ChannelStats, ClientConfig, Session};
+
+/// The protocol crate, re-exported for constants and test servers.
+pub use spice_proto;

@@ -1,0 +1,638 @@
+//! A SPICE session: the main channel and the channels it announces
+//! (display, inputs, cursor), each driven by its own tokio task, sharing the
+//! display and cursor state with whoever shows them. Every display channel
+//! (head) is linked; the lowest-numbered one is "the screen", the others are
+//! reachable through [`Session::extra_screen`]. They share one GLZ window, so
+//! an image on one may wait for an image another has yet to decode.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use spice_codecs::glz::SharedWindow;
+use spice_proto::common::Message;
+use spice_proto::consts::{caps, channel as chan, mouse_mode};
+use spice_proto::link::{has_cap, set_cap};
+use spice_proto::main_channel::ChannelId;
+use spice_proto::{
+    CursorServerMsg, DisplayClientMsg, DisplayServerMsg, InputsClientMsg, InputsServerMsg,
+    LinkClientConfig, MainClientMsg, MainServerMsg,
+};
+use tokio::task::JoinHandle;
+
+use crate::agent::AgentState;
+use crate::canvas::Pixmap;
+use crate::channel::{ByteCounter, Channel, ChannelSender};
+use crate::cursor::CursorState;
+use crate::display::DisplayState;
+use crate::error::ClientError;
+use crate::image::ImageCaches;
+
+/// How to reach and talk to a SPICE server.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub host: String,
+    pub port: u16,
+    /// The ticket; empty when the server disables ticketing.
+    pub password: String,
+    /// `image_compression` value to ask for (PREFERRED_COMPRESSION), if any.
+    pub preferred_compression: Option<u8>,
+    /// Bound on connecting, linking and each handshake step.
+    pub timeout: Duration,
+    /// Pixmap cache size announced in DISPLAY INIT, in pixels.
+    pub pixmap_cache_pixels: i64,
+    /// GLZ dictionary window announced in DISPLAY INIT, in pixels.
+    pub glz_window_pixels: i32,
+    /// Link the cursor and inputs channels too (a viewer wants them; a screenshot does not need them).
+    pub all_channels: bool,
+}
+
+impl ClientConfig {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        ClientConfig {
+            host: host.into(),
+            port,
+            password: String::new(),
+            preferred_compression: None,
+            timeout: Duration::from_secs(10),
+            // spice-gtk's defaults: 80 MiB of 32-bit pixels and a 16 MiB GLZ window.
+            pixmap_cache_pixels: 20 << 20,
+            glz_window_pixels: 4 << 20,
+            all_channels: true,
+        }
+    }
+
+    fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Traffic of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub name: &'static str,
+    pub channel_id: u8,
+    pub received: u64,
+    pub sent: u64,
+    pub messages: u64,
+}
+
+struct Shared {
+    cfg: ClientConfig,
+    session_id: u32,
+    /// The first display channel's state: the screen shown and captured.
+    display: Arc<Mutex<Option<DisplayState>>>,
+    /// Further display channels (more heads), by channel id.
+    extra_displays: Mutex<std::collections::BTreeMap<u8, Arc<Mutex<Option<DisplayState>>>>>,
+    /// Display channels the server announced (GLZ waits only make sense with several).
+    announced_displays: AtomicU32,
+    /// The display channel shown as the screen: the lowest id announced.
+    main_display_id: AtomicU32,
+    cursor: Mutex<CursorState>,
+    last_update: Mutex<Instant>,
+    error: Mutex<Option<ClientError>>,
+    counters: Mutex<Vec<Arc<ByteCounter>>>,
+    inputs: Mutex<Option<ChannelSender>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    glz: SharedWindow,
+    mouse_mode: AtomicU16,
+    /// Bumped on every display message, for viewers polling for changes.
+    generation: AtomicU64,
+    agent: Mutex<AgentState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking task cannot leave these in a state worse than stale.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn fail(&self, e: ClientError) {
+        let mut g = lock(&self.error);
+        if g.is_none() {
+            tracing::warn!(error = %e, "session failed");
+            *g = Some(e);
+        }
+    }
+
+    fn touch(&self) {
+        *lock(&self.last_update) = Instant::now();
+    }
+}
+
+/// A connected SPICE session. Dropping it stops every channel task.
+pub struct Session {
+    shared: Arc<Shared>,
+    main_tx: ChannelSender,
+    /// When `connect` was called.
+    pub started: Instant,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for t in lock(&self.shared.tasks).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Session {
+    /// Connects the main channel, authenticates, waits for MAIN INIT and asks
+    /// the server for its channels; the other channels link in the background.
+    pub async fn connect(cfg: ClientConfig) -> Result<Session, ClientError> {
+        let started = Instant::now();
+        let addr = cfg.addr();
+        let mut link = LinkClientConfig::new(0, chan::MAIN, 0, &cfg.password);
+        set_cap(&mut link.channel_caps, caps::main::NAME_AND_UUID);
+        set_cap(&mut link.channel_caps, caps::main::AGENT_CONNECTED_TOKENS);
+        let mut main = Channel::connect(&addr, link, cfg.timeout).await?;
+        // One deadline for the whole wait, so that a server sending other
+        // messages (pings) forever cannot keep us here.
+        let init_deadline = Instant::now() + cfg.timeout;
+        let init = loop {
+            let left = init_deadline.saturating_duration_since(Instant::now());
+            let m = main.recv_timeout(left, "waiting for MAIN INIT").await?;
+            match decode_main(&m)? {
+                MainServerMsg::Init(i) => break i,
+                other => tracing::debug!(?other, "main message before INIT ignored"),
+            }
+        };
+        tracing::debug!(session = init.session_id, "main channel up");
+        let shared = Arc::new(Shared {
+            session_id: init.session_id,
+            display: Arc::new(Mutex::new(None)),
+            extra_displays: Mutex::new(std::collections::BTreeMap::new()),
+            announced_displays: AtomicU32::new(0),
+            main_display_id: AtomicU32::new(0),
+            cursor: Mutex::new(CursorState::default()),
+            last_update: Mutex::new(Instant::now()),
+            error: Mutex::new(None),
+            counters: Mutex::new(vec![main.counter.clone()]),
+            inputs: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            glz: SharedWindow::new(cfg.glz_window_pixels.max(1) as u64),
+            mouse_mode: AtomicU16::new(init.current_mouse_mode as u16),
+            generation: AtomicU64::new(0),
+            agent: Mutex::new(AgentState::default()),
+            cfg,
+        });
+        let main_tx = main.tx.clone();
+        let supported = init.supported_mouse_modes as u16;
+        if supported & mouse_mode::CLIENT != 0
+            && init.current_mouse_mode as u16 != mouse_mode::CLIENT
+        {
+            main_tx
+                .send(&MainClientMsg::MouseModeRequest(mouse_mode::CLIENT))
+                .await?;
+        }
+        if init.agent_connected != 0 {
+            start_agent(&shared, &main_tx, init.agent_tokens).await?;
+        }
+        main_tx.send(&MainClientMsg::AttachChannels).await?;
+        let sh = shared.clone();
+        let t = tokio::spawn(async move {
+            if let Err(e) = main_loop(&sh, &mut main).await {
+                sh.fail(e);
+            }
+        });
+        lock(&shared.tasks).push(t);
+        Ok(Session {
+            shared,
+            main_tx,
+            started,
+        })
+    }
+
+    /// The first fatal error of any channel, if one happened.
+    pub fn error(&self) -> Option<ClientError> {
+        lock(&self.shared.error).clone()
+    }
+
+    pub fn session_id(&self) -> u32 {
+        self.shared.session_id
+    }
+
+    /// Waits until the display is complete: MARK seen, a primary surface
+    /// exists, and nothing was drawn for `quiet` — or `settle` passed since
+    /// MARK, for screens that never stop changing (a blinking text cursor).
+    /// Fails on a channel error or after `timeout`.
+    pub async fn wait_display_complete(
+        &self,
+        quiet: Duration,
+        settle: Duration,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.error() {
+                return Err(e);
+            }
+            let mark_at = {
+                let d = lock(&self.shared.display);
+                d.as_ref()
+                    .filter(|d| d.surfaces.primary().is_some())
+                    .and_then(|d| d.mark_at)
+            };
+            let quiet_now = lock(&self.shared.last_update).elapsed() >= quiet;
+            if mark_at.is_some_and(|m| quiet_now || m.elapsed() >= settle) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout {
+                    channel: "display",
+                    what: "waiting for a complete picture",
+                    ms: timeout.as_millis(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A copy of the primary surface (the screen).
+    pub fn screen(&self) -> Option<Pixmap> {
+        lock(&self.shared.display)
+            .as_ref()
+            .and_then(DisplayState::primary)
+    }
+
+    /// Ids of the further display channels (heads beyond the first) linked so far.
+    pub fn extra_display_ids(&self) -> Vec<u8> {
+        lock(&self.shared.extra_displays).keys().copied().collect()
+    }
+
+    /// A copy of the primary surface of the further display channel `id`.
+    pub fn extra_screen(&self, id: u8) -> Option<Pixmap> {
+        let st = lock(&self.shared.extra_displays).get(&id).cloned()?;
+        let g = lock(&st);
+        g.as_ref().and_then(DisplayState::primary)
+    }
+
+    /// Runs `f` on the display state (for viewers that copy only what changed).
+    pub fn with_display<R>(&self, f: impl FnOnce(Option<&DisplayState>) -> R) -> R {
+        f(lock(&self.shared.display).as_ref())
+    }
+
+    /// Runs `f` on the cursor state.
+    pub fn with_cursor<R>(&self, f: impl FnOnce(&CursorState) -> R) -> R {
+        f(&lock(&self.shared.cursor))
+    }
+
+    /// When the first draw command was applied, if one was.
+    pub fn first_draw(&self) -> Option<Instant> {
+        lock(&self.shared.display)
+            .as_ref()
+            .and_then(|d| d.first_draw_at)
+    }
+
+    /// A counter that changes whenever the display channel delivered something.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Relaxed)
+    }
+
+    /// When the display last changed (repeated small redraws such as a
+    /// blinking cursor excepted).
+    pub fn last_update(&self) -> Instant {
+        *lock(&self.shared.last_update)
+    }
+
+    /// The current `mouse_mode` (SERVER or CLIENT).
+    pub fn mouse_mode(&self) -> u16 {
+        self.shared.mouse_mode.load(Ordering::Relaxed)
+    }
+
+    /// Counts of decoded images by `image_type` on the display channel.
+    pub fn image_counts(&self) -> Vec<(u8, u64)> {
+        let d = lock(&self.shared.display);
+        let mut v: Vec<(u8, u64)> = d
+            .as_ref()
+            .map(|d| {
+                d.images
+                    .counts
+                    .by_type
+                    .iter()
+                    .map(|(k, v)| (*k, *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// Display messages applied so far, by message type (sorted).
+    pub fn display_message_counts(&self) -> Vec<(u16, u64)> {
+        let d = lock(&self.shared.display);
+        let mut v: Vec<(u16, u64)> = d
+            .as_ref()
+            .map(|d| d.msg_counts.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// Bytes per channel so far.
+    pub fn stats(&self) -> Vec<ChannelStats> {
+        lock(&self.shared.counters)
+            .iter()
+            .map(|c| ChannelStats {
+                name: crate::channel::channel_name(c.channel_type),
+                channel_id: c.channel_id,
+                received: c.received.load(Ordering::Relaxed),
+                sent: c.sent.load(Ordering::Relaxed),
+                messages: c.messages.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Sends an input event; `NotConnected` when the inputs channel is not up.
+    pub async fn send_input(&self, m: InputsClientMsg) -> Result<(), ClientError> {
+        let tx = lock(&self.shared.inputs).clone();
+        match tx {
+            Some(tx) => tx.send(&m).await,
+            None => Err(ClientError::Server(
+                "inputs channel is not connected".into(),
+            )),
+        }
+    }
+
+    /// Whether a guest agent is connected.
+    pub fn agent_connected(&self) -> bool {
+        lock(&self.shared.agent).connected
+    }
+
+    /// Asks the guest agent to switch the screen to `width × height`
+    /// (MONITORS_CONFIG); an error when no agent is connected.
+    pub async fn set_guest_resolution(&self, width: u32, height: u32) -> Result<(), ClientError> {
+        lock(&self.shared.agent).monitors_config(width, height)?;
+        flush_agent(&self.shared, &self.main_tx).await
+    }
+
+    /// Offers `text` to the guest as the clipboard content.
+    pub async fn set_clipboard_text(&self, text: String) -> Result<(), ClientError> {
+        lock(&self.shared.agent).grab_clipboard(text)?;
+        flush_agent(&self.shared, &self.main_tx).await
+    }
+
+    /// The guest's clipboard text, as last announced by its agent.
+    pub fn guest_clipboard(&self) -> Option<String> {
+        lock(&self.shared.agent).guest_clipboard.clone()
+    }
+
+    /// Asks the server for a mouse mode (`mouse_mode::CLIENT` or `SERVER`).
+    pub async fn request_mouse_mode(&self, mode: u16) -> Result<(), ClientError> {
+        self.main_tx
+            .send(&MainClientMsg::MouseModeRequest(mode))
+            .await
+    }
+}
+
+fn decode_main(m: &spice_proto::RawMessage) -> Result<MainServerMsg, ClientError> {
+    MainServerMsg::decode(m.msg_type, &m.body).map_err(|source| ClientError::Proto {
+        channel: "main",
+        source,
+    })
+}
+
+/// Opens the agent link: we take whatever the server sends (unlimited
+/// tokens, as spice-gtk), and announce our capabilities.
+async fn start_agent(sh: &Shared, tx: &ChannelSender, tokens: u32) -> Result<(), ClientError> {
+    lock(&sh.agent).start(tokens);
+    tx.send(&MainClientMsg::AgentStart(u32::MAX)).await?;
+    flush_agent(sh, tx).await
+}
+
+async fn flush_agent(sh: &Shared, tx: &ChannelSender) -> Result<(), ClientError> {
+    let chunks = lock(&sh.agent).take_sendable();
+    for c in chunks {
+        tx.send(&MainClientMsg::AgentData(c)).await?;
+    }
+    Ok(())
+}
+
+async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientError> {
+    let tx = main.tx.clone();
+    loop {
+        let m = main.recv().await?;
+        match decode_main(&m)? {
+            // Without the tokens cap the server grants spice's default window.
+            MainServerMsg::AgentConnected => start_agent(sh, &tx, 10).await?,
+            MainServerMsg::AgentConnectedTokens(n) => start_agent(sh, &tx, n).await?,
+            MainServerMsg::AgentDisconnected(_) => lock(&sh.agent).stop(),
+            MainServerMsg::AgentToken(n) => {
+                lock(&sh.agent).add_tokens(n);
+                flush_agent(sh, &tx).await?;
+            }
+            MainServerMsg::AgentData(d) => {
+                lock(&sh.agent).feed(&d)?;
+                flush_agent(sh, &tx).await?;
+            }
+            MainServerMsg::ChannelsList(list) => {
+                let n = list
+                    .iter()
+                    .filter(|c| c.channel_type == chan::DISPLAY)
+                    .count();
+                sh.announced_displays.store(n as u32, Ordering::Relaxed);
+                for c in list {
+                    spawn_channel(sh, c);
+                }
+            }
+            MainServerMsg::MouseMode { current, .. } => {
+                sh.mouse_mode.store(current, Ordering::Relaxed)
+            }
+            other => tracing::trace!(?other, "main message"),
+        }
+    }
+}
+
+fn spawn_channel(sh: &Arc<Shared>, c: ChannelId) {
+    let wanted = match c.channel_type {
+        chan::DISPLAY => true,
+        chan::INPUTS | chan::CURSOR => sh.cfg.all_channels,
+        _ => false,
+    };
+    if !wanted {
+        return;
+    }
+    let s = sh.clone();
+    let t = tokio::spawn(async move {
+        let r = run_channel(&s, c).await;
+        if let Err(e) = r {
+            s.fail(e);
+        }
+    });
+    lock(&sh.tasks).push(t);
+}
+
+async fn run_channel(sh: &Arc<Shared>, c: ChannelId) -> Result<(), ClientError> {
+    let cfg = &sh.cfg;
+    let mut link = LinkClientConfig::new(sh.session_id, c.channel_type, c.id, &cfg.password);
+    if c.channel_type == chan::DISPLAY {
+        for cap in [
+            caps::display::SIZED_STREAM,
+            caps::display::MONITORS_CONFIG,
+            caps::display::LZ4_COMPRESSION,
+            caps::display::PREF_COMPRESSION,
+            caps::display::MULTI_CODEC,
+            caps::display::CODEC_MJPEG,
+        ] {
+            set_cap(&mut link.channel_caps, cap);
+        }
+    }
+    let mut ch = Channel::connect(&cfg.addr(), link, cfg.timeout).await?;
+    lock(&sh.counters).push(ch.counter.clone());
+    match c.channel_type {
+        chan::DISPLAY => {
+            // The first display channel is the screen; others (more heads)
+            // are kept apart but share the GLZ window with it.
+            let state = if u32::from(c.id) == sh.main_display_id.load(Ordering::Relaxed) {
+                sh.display.clone()
+            } else {
+                let st = Arc::new(Mutex::new(None));
+                lock(&sh.extra_displays).insert(c.id, st.clone());
+                st
+            };
+            display_loop(sh, &mut ch, state).await
+        }
+        chan::CURSOR => loop {
+            let m = ch.recv().await?;
+            let msg = CursorServerMsg::decode(m.msg_type, &m.body).map_err(|source| {
+                ClientError::Proto {
+                    channel: "cursor",
+                    source,
+                }
+            })?;
+            lock(&sh.cursor).apply(msg)?;
+        },
+        _ => {
+            *lock(&sh.inputs) = Some(ch.tx.clone());
+            loop {
+                let m = ch.recv().await?;
+                InputsServerMsg::decode(m.msg_type, &m.body).map_err(|source| {
+                    ClientError::Proto {
+                        channel: "inputs",
+                        source,
+                    }
+                })?;
+            }
+        }
+    }
+}
+
+async fn display_loop(
+    sh: &Arc<Shared>,
+    ch: &mut Channel,
+    state: Arc<Mutex<Option<DisplayState>>>,
+) -> Result<(), ClientError> {
+    let cfg = &sh.cfg;
+    // The preference goes first so that the initial screen is already
+    // encoded with it (the server starts sending once INIT arrives).
+    if let Some(pc) = cfg.preferred_compression {
+        if has_cap(&ch.info.peer_channel_caps, caps::display::PREF_COMPRESSION) {
+            ch.tx
+                .send(&DisplayClientMsg::PreferredCompression(pc))
+                .await?;
+        } else {
+            tracing::warn!("server does not take a preferred compression; using its default");
+        }
+    }
+    ch.tx
+        .send(&DisplayClientMsg::Init {
+            pixmap_cache_id: 1,
+            pixmap_cache_size: cfg.pixmap_cache_pixels,
+            glz_dictionary_id: 1,
+            glz_dictionary_window_size: cfg.glz_window_pixels,
+        })
+        .await?;
+    let mut images = ImageCaches::new(cfg.pixmap_cache_pixels.max(0) as u64, sh.glz.clone());
+    // Waiting for another channel's GLZ image blocks this thread, which only
+    // a multi-thread runtime can afford (block_in_place below).
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    if sh.announced_displays.load(Ordering::Relaxed) > 1 && multi_thread {
+        images.glz_wait = crate::image::GLZ_WAIT;
+    }
+    let may_block = !images.glz_wait.is_zero();
+    *lock(&state) = Some(DisplayState::new(images));
+    let mut blinker = RepeatFilter::default();
+    loop {
+        let m = ch.recv().await?;
+        let msg =
+            DisplayServerMsg::decode(m.msg_type, &m.body).map_err(|source| ClientError::Proto {
+                channel: "display",
+                source,
+            })?;
+        let bbox = DisplayState::draw_bbox(&msg);
+        let repeat = {
+            let mut d = lock(&state);
+            if let Some(d) = d.as_mut() {
+                if may_block {
+                    tokio::task::block_in_place(|| d.apply(msg))?;
+                } else {
+                    d.apply(msg)?;
+                }
+                if d.draws > 0 && d.first_draw_at.is_none() {
+                    d.first_draw_at = Some(Instant::now());
+                }
+            }
+            let screen = d
+                .as_ref()
+                .and_then(|d| d.surfaces.primary())
+                .map(|p| u64::from(p.pixels.width) * u64::from(p.pixels.height));
+            bbox.is_some_and(|b| blinker.is_repeat(b, screen.unwrap_or(0)))
+        };
+        sh.generation.fetch_add(1, Ordering::Relaxed);
+        if !repeat {
+            sh.touch();
+        }
+    }
+}
+
+/// Recognises a small rectangle redrawn again and again (QEMU's blinking
+/// text cursor), which must not keep the picture from counting as complete.
+#[derive(Default)]
+struct RepeatFilter {
+    recent: std::collections::HashMap<(i32, i32, i32, i32), Instant>,
+}
+
+impl RepeatFilter {
+    const WINDOW: Duration = Duration::from_secs(2);
+
+    fn is_repeat(&mut self, r: spice_proto::types::Rect, screen_pixels: u64) -> bool {
+        let area =
+            i64::from(r.right - r.left).max(0) as u64 * i64::from(r.bottom - r.top).max(0) as u64;
+        if area * 256 > screen_pixels {
+            return false;
+        }
+        let now = Instant::now();
+        if self.recent.len() > 1024 {
+            self.recent
+                .retain(|_, t| now.duration_since(*t) < Self::WINDOW);
+        }
+        let key = (r.left, r.top, r.right, r.bottom);
+        self.recent
+            .insert(key, now)
+            .is_some_and(|t| now.duration_since(t) < Self::WINDOW)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spice_proto::types::Rect;
+
+    #[test]
+    fn repeated_small_rect_is_a_blink_but_big_or_new_ones_are_not() {
+        let mut f = RepeatFilter::default();
+        let screen = 720 * 400;
+        let cursor = Rect::new(0, 112, 9, 128);
+        assert!(!f.is_repeat(cursor, screen));
+        assert!(f.is_repeat(cursor, screen));
+        assert!(!f.is_repeat(Rect::new(9, 112, 18, 128), screen));
+        let big = Rect::new(0, 0, 720, 400);
+        assert!(!f.is_repeat(big, screen));
+        assert!(!f.is_repeat(big, screen));
+    }
+}
