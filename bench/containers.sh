@@ -57,16 +57,16 @@ done
 echo 'lxc.net.0.type = empty' >> $LXCP/lb/config
 printf 'lxc.net.0.type = veth\nlxc.net.0.link = %s\nlxc.net.0.flags = up\n' $BR >> $LXCP/lbv/config
 
-hf() { hyperfine -N -w 3 -r $RUNS --export-json "$1" "${@:2}" >/dev/null 2>&1; }
+hf() { hyperfine -N -w 3 -r $RUNS --export-json "$1" "${@:2}" >"$1.log" 2>&1 || { cat "$1.log" >&2; exit 1; }; }
 hf $W/start.json \
-  --prepare "$COOP stop -k -n cb" "$COOP start -n cb" \
-  --prepare "lxc-stop -k -P $LXCP -n lb" "lxc-start -P $LXCP -n lb -d"
+  --prepare "sh -c '$COOP stop -k -n cb; true'" "$COOP start -n cb" \
+  --prepare "sh -c 'lxc-stop -k -P $LXCP -n lb; true'" "lxc-start -P $LXCP -n lb -d"
 hf $W/startv.json \
-  --prepare "$COOP stop -k -n cbv" "$COOP start -n cbv" \
-  --prepare "lxc-stop -k -P $LXCP -n lbv" "lxc-start -P $LXCP -n lbv -d"
+  --prepare "sh -c '$COOP stop -k -n cbv; true'" "$COOP start -n cbv" \
+  --prepare "sh -c 'lxc-stop -k -P $LXCP -n lbv; true'" "lxc-start -P $LXCP -n lbv -d"
 hf $W/stop.json \
-  --prepare "$COOP start -n cb" "$COOP stop -k -n cb" \
-  --prepare "lxc-start -P $LXCP -n lb -d" "lxc-stop -k -P $LXCP -n lb"
+  --prepare "sh -c '$COOP start -n cb; true'" "$COOP stop -k -n cb" \
+  --prepare "sh -c 'lxc-start -P $LXCP -n lb -d; true'" "lxc-stop -k -P $LXCP -n lb"
 $COOP start -n cb 2>/dev/null || true
 lxc-start -P $LXCP -n lb -d 2>/dev/null || true
 hf $W/attach.json "$COOP attach -n cb -- true" "lxc-attach -P $LXCP -n lb -- true"
