@@ -434,8 +434,7 @@ impl DisplayState {
         dest: Rect,
         data: &[u8],
     ) -> Result<(), ClientError> {
-        let data = mjpeg_with_default_tables(data);
-        let b = jpeg::decode(&data).map_err(|source| ClientError::Image {
+        let b = jpeg::decode_mjpeg(data).map_err(|source| ClientError::Image {
             id: u64::from(s.id),
             kind: "M-JPEG frame",
             source,
@@ -518,23 +517,6 @@ impl DisplayState {
         });
         Ok(())
     }
-}
-
-/// spice-server's M-JPEG encoder leaves the Huffman tables out of every
-/// frame but the first, as Motion-JPEG allows (the decoder then uses the
-/// standard tables of JPEG Annex K). An APP0 "AVI1" segment marks the frame
-/// as Motion-JPEG so that the JPEG decoder fills in those tables; frames
-/// that carry their own tables are unaffected.
-fn mjpeg_with_default_tables(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if data.len() < 2 || data[..2] != [0xff, 0xd8] {
-        return std::borrow::Cow::Borrowed(data);
-    }
-    let mut v = Vec::with_capacity(data.len() + 16);
-    v.extend_from_slice(&[0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10]);
-    v.extend_from_slice(b"AVI1\0");
-    v.extend_from_slice(&[0; 9]);
-    v.extend_from_slice(&data[2..]);
-    std::borrow::Cow::Owned(v)
 }
 
 fn paint_of<'a>(b: &Brush, tile: Option<&'a std::sync::Arc<Pixmap>>) -> Option<Paint<'a>> {

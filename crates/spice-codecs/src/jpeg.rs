@@ -141,3 +141,69 @@ pub fn encode_alpha(img: &ImageRef<'_>, quality: u8) -> Result<(Vec<u8>, usize),
     out.extend_from_slice(&lz::encode(img, LzImageType::Xxxa)?);
     Ok((out, jpeg_size))
 }
+
+/// Decodes one frame of an M-JPEG video stream.
+///
+/// spice-server's M-JPEG encoder leaves the Huffman tables out of every frame but the
+/// first, as Motion-JPEG allows (the decoder then uses the standard tables of JPEG
+/// Annex K). An APP0 "AVI1" segment marks the frame as Motion-JPEG so that the decoder
+/// fills in those tables; frames that carry their own tables are unaffected.
+pub fn decode_mjpeg(data: &[u8]) -> Result<Bitmap, CodecError> {
+    if data.len() < 2 || data[..2] != [0xff, 0xd8] {
+        return decode(data);
+    }
+    let mut v = Vec::with_capacity(data.len() + 16);
+    v.extend_from_slice(&[0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10]);
+    v.extend_from_slice(b"AVI1\0");
+    v.extend_from_slice(&[0; 9]);
+    v.extend_from_slice(&data[2..]);
+    decode(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drop every DHT segment, as spice-server does for M-JPEG frames after the first.
+    fn strip_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        let mut i = 2;
+        while i + 4 <= jpeg.len() && jpeg[i] == 0xff {
+            let marker = jpeg[i + 1];
+            if marker == 0xda {
+                break;
+            }
+            let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+            if marker != 0xc4 {
+                out.extend_from_slice(&jpeg[i..i + 2 + len]);
+            }
+            i += 2 + len;
+        }
+        out.extend_from_slice(&jpeg[i..]);
+        out
+    }
+
+    #[test]
+    fn mjpeg_frames_without_tables_decode_with_the_standard_ones() {
+        let (w, h) = (64u32, 48u32);
+        let data: Vec<u8> = (0..w * h)
+            .flat_map(|i| [(i % 251) as u8, (i / 7 % 256) as u8, 90, 0])
+            .collect();
+        let img = ImageRef {
+            width: w,
+            height: h,
+            stride: (w * 4) as usize,
+            data: &data,
+        };
+        let full = encode(&img, 80).unwrap();
+        let bare = strip_huffman_tables(&full);
+        assert!(bare.len() < full.len(), "the encoder wrote no DHT to strip");
+        assert!(
+            decode(&bare).is_err(),
+            "plain JPEG decoding needs the tables"
+        );
+        let a = decode(&full).unwrap();
+        let b = decode_mjpeg(&bare).unwrap();
+        assert_eq!(a.data, b.data);
+    }
+}
