@@ -7,4 +7,11 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (namespaces, cgroups, bridges)" >&2; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
 source scripts/deps.sh test
+# Peer configs the CEO keeps in shared/ (beside this checkout in CI).
+for d in ../shared /work/shared; do
+  if [ -f "$d/peers/xspice.conf" ]; then
+    export COOP_XSPICE_CONF=${COOP_XSPICE_CONF:-$(cd "$d" && pwd)/peers/xspice.conf}
+    break
+  fi
+done
 cargo test --workspace --no-fail-fast -- --test-threads=1
