@@ -113,3 +113,61 @@ fn debian_boots_systemd_logs_in_and_halts() {
     );
     assert_eq!(leftovers(&c, &n), Vec::<String>::new());
 }
+
+#[test]
+fn interrupted_create_leaves_nothing() {
+    if !need_root() {
+        return;
+    }
+    let c = Coop::new();
+    let cfg = c.root.path().join("deb.conf");
+    std::fs::write(&cfg, "lxc.net.0.type = empty\n").unwrap();
+    // Make sure the release is cached, so the interrupt lands in the copy.
+    let warm = unique("warm");
+    c.track(&warm);
+    c.ok(&[
+        "create",
+        "-n",
+        &warm,
+        "-t",
+        "debian",
+        "-f",
+        cfg.to_str().unwrap(),
+    ]);
+    c.ok(&["destroy", "-n", &warm]);
+    let n = unique("intr");
+    let mut child = c
+        .cmd()
+        .args([
+            "create",
+            "-n",
+            &n,
+            "-t",
+            "debian",
+            "-f",
+            cfg.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGINT to coop alone: whatever the template was doing, nothing may be kept.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    if status.success() {
+        eprintln!("SKIP: the create finished within 300 ms, before the interrupt");
+        c.ok(&["destroy", "-n", &n]);
+        return;
+    }
+    let left: Vec<String> = std::fs::read_dir(c.root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|f| f.contains(&n))
+        .collect();
+    assert!(left.is_empty(), "an interrupted create left {left:?}");
+    assert!(c.fails(&["info", "-n", &n]).contains("does not exist"));
+}
