@@ -249,3 +249,75 @@ fn failed_start_leaves_no_network_traces() {
     assert!(err.contains("wormhole"), "{err}");
     drop(taken);
 }
+
+#[test]
+fn hundred_start_stop_cycles_leave_nothing() {
+    if !need_root() {
+        return;
+    }
+    let c = Coop::new();
+    let net = unique("cy");
+    let (sub, pre) = free_subnet(std::process::id() + 5000);
+    c.network(&net, &sub);
+    let port = 40000 + std::process::id() % 20000;
+    let n = unique("cyc");
+    c.busybox(
+        &n,
+        &format!(
+            "lxc.net.0.type = veth\nlxc.net.0.link = {net}\nlxc.net.0.flags = up\ncoop.net.0.publish = {port}:80\n"
+        ),
+    );
+    let links = || {
+        let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let procs = || {
+        Command::new("pgrep")
+            .args(["-c", "-f", &format!("__monitor.*{n}")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let links_before = links();
+    let mut ip = None;
+    for i in 0..100 {
+        c.ok(&["start", "-n", &n]);
+        let now = ip_of(&c, &n);
+        assert!(now.starts_with(&pre));
+        assert_eq!(
+            ip.get_or_insert(now.clone()),
+            &now,
+            "cycle {i}: the address moved"
+        );
+        c.ok(&["stop", "-k", "-n", &n]);
+    }
+    assert_eq!(links(), links_before, "links left after 100 cycles");
+    assert_eq!(procs(), "0", "monitors left");
+    assert!(
+        http_get(&format!("{pre}1:{port}")).is_err(),
+        "port still published"
+    );
+    let rules = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        !rules.contains(&format!("dport {port}")),
+        "nft rule left: {rules}"
+    );
+    assert_eq!(leftovers(&c, &n), Vec::<String>::new());
+    c.ok(&["destroy", "-n", &n]);
+    let nets: serde_json::Value = serde_json::from_str(&c.ok(&["net", "ls", "--json"])).unwrap();
+    let entry = nets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == net.as_str())
+        .unwrap();
+    assert_eq!(entry["leases"], 0, "lease kept after destroy");
+}
