@@ -51,7 +51,8 @@ fn click_grabs_and_ctrl_alt_releases() {
     };
     let wait_for = |what: &dyn Fn() -> bool| {
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
+        // Generous: QEMU boots under TCG and CI shares two cores with the build.
+        while t.elapsed() < Duration::from_secs(30) {
             if what() {
                 return true;
             }
