@@ -884,3 +884,40 @@ pub fn render(lines: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Set `key = value` in the config file at `path`: the first line setting `key` is
+/// replaced and later ones removed, or the line is appended. Other lines, comments
+/// included, are kept as they are. The new file is validated before it replaces the old.
+pub fn set_key(path: &Path, key: &str, value: &str) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out = String::new();
+    let mut done = false;
+    for line in text.lines() {
+        let is_key = line
+            .split_once('=')
+            .is_some_and(|(k, _)| k.trim() == key && !line.trim_start().starts_with('#'));
+        if is_key {
+            if !done {
+                out += &format!("{key} = {value}\n");
+                done = true;
+            }
+        } else {
+            out += line;
+            out.push('\n');
+        }
+    }
+    if !done {
+        out += &format!("{key} = {value}\n");
+    }
+    Config::parse_str(&path.display().to_string(), &out)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &out)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| ConfigError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+}

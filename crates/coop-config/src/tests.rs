@@ -142,3 +142,27 @@ fn command_splitting() {
     );
     assert!(split_command("'open").is_err());
 }
+
+#[test]
+fn set_key_replaces_or_appends_and_keeps_the_rest() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("config");
+    std::fs::write(
+        &p,
+        "# mine\nlxc.start.auto = 0\nlxc.uts.name = a\nlxc.start.auto = 0\n",
+    )
+    .unwrap();
+    set_key(&p, "lxc.start.auto", "1").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "# mine\nlxc.start.auto = 1\nlxc.uts.name = a\n"
+    );
+    set_key(&p, "lxc.tty.max", "2").unwrap();
+    assert!(std::fs::read_to_string(&p)
+        .unwrap()
+        .ends_with("lxc.tty.max = 2\n"));
+    assert!(set_key(&p, "lxc.tty.max", "many").is_err());
+    assert!(std::fs::read_to_string(&p)
+        .unwrap()
+        .ends_with("lxc.tty.max = 2\n"));
+}

@@ -7,6 +7,7 @@
 //! [`info`], [`destroy`], [`freeze`], plus [`checkconfig`] for the kernel.
 
 pub mod attach;
+pub mod autostart;
 pub mod checkconfig;
 pub mod console;
 pub mod create;

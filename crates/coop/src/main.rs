@@ -50,6 +50,8 @@ enum Command {
     Spice(commands::spice::Args),
     /// Connect to a SPICE server (window, or --screenshot FILE).
     View(commands::view::Args),
+    /// Start containers at boot (lxc.start.auto).
+    Autostart(commands::autostart::Args),
     /// Manage networks (bridges with DHCP and NAT).
     Net(commands::net::Args),
     /// Internal: the per-container monitor started by `coop start`.
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Unfreeze(a) => commands::freeze::run(&store, a, false),
         Command::Spice(a) => commands::spice::run(a),
         Command::View(a) => commands::view::run(a),
+        Command::Autostart(a) => commands::autostart::run(&store, a),
         Command::Net(a) => commands::net::run(&store, a),
         Command::Monitor(a) => commands::monitor::run(a),
     };

@@ -407,3 +407,46 @@ fn lxc_created_busybox_config_runs_unchanged() {
     eprintln!("stop of the LXC-made busybox took {:?}", t.elapsed());
     assert_eq!(leftovers(&c, &n), Vec::<String>::new());
 }
+
+#[test]
+fn autostart_marks_and_starts_in_order() {
+    if !need_root() {
+        return;
+    }
+    let c = Coop::new();
+    let a = unique("aua");
+    let b = unique("aub");
+    let off = unique("auo");
+    c.busybox(&a, "lxc.start.order = 1\n");
+    c.busybox(&b, "lxc.start.order = 5\n");
+    c.busybox(&off, "");
+    let out = c.ok(&["autostart", "enable", &a]);
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        eprintln!("SKIP part: systemd runs here; not installing a unit from a test");
+    } else {
+        assert!(out.contains("autostart run"), "{out}");
+    }
+    c.ok(&["autostart", "enable", &b]);
+    let cfg = std::fs::read_to_string(c.root.path().join(&a).join("config")).unwrap();
+    assert!(cfg.contains("lxc.start.auto = 1"), "{cfg}");
+    // Higher lxc.start.order starts first, as with lxc-autostart.
+    assert_eq!(c.ok(&["autostart", "ls"]), format!("{b}\n{a}\n"));
+    c.ok(&["autostart", "run"]);
+    assert_eq!(c.info(&a)["state"], "RUNNING");
+    assert_eq!(c.info(&b)["state"], "RUNNING");
+    assert_eq!(c.info(&off)["state"], "STOPPED");
+    // Running twice is harmless.
+    c.ok(&["autostart", "run"]);
+    c.ok(&["autostart", "disable", &b]);
+    c.ok(&["autostart", "stop", "-t", "5"]);
+    assert_eq!(c.info(&a)["state"], "STOPPED");
+    assert_eq!(
+        c.info(&b)["state"],
+        "RUNNING",
+        "disabled containers are not stopped"
+    );
+    c.ok(&["stop", "-k", "-n", &b]);
+    assert!(c
+        .fails(&["autostart", "enable", "ghost"])
+        .contains("does not exist"));
+}

@@ -1,6 +1,7 @@
 //! One module per command, as the CLI reads.
 
 pub mod attach;
+pub mod autostart;
 pub mod checkconfig;
 pub mod console;
 pub mod create;

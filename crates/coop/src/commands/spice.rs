@@ -11,9 +11,20 @@ pub struct Args {
     cmd: Cmd,
 }
 
+/// spice-server's `--image-compression` values, same spelling.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Compression {
+    /// Per image: raw when tiny, QUIC for photos, GLZ otherwise.
+    #[value(name = "auto_glz")]
+    AutoGlz,
+    /// Per image: raw when tiny, QUIC for photos, LZ otherwise.
+    #[value(name = "auto_lz")]
+    AutoLz,
+    Quic,
+    Glz,
     Lz,
+    /// LZ4 when the client supports it, else LZ.
+    Lz4,
     Off,
 }
 
@@ -45,8 +56,8 @@ enum Cmd {
         /// PEM private key for the TLS port.
         #[arg(long, value_name = "FILE", requires = "tls_port")]
         x509_key: Option<PathBuf>,
-        /// Image compression for screen updates.
-        #[arg(long, value_enum, default_value = "lz")]
+        /// Image compression for screen updates (a client's preference overrides it).
+        #[arg(long, value_enum, default_value = "auto_glz")]
         image_compression: Compression,
         /// Display updates per second, at most.
         #[arg(long, default_value_t = 30)]
@@ -94,7 +105,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         tls,
         ticketing,
         image_compression: match image_compression {
+            Compression::AutoGlz => spice_server::ImageCompression::AutoGlz,
+            Compression::AutoLz => spice_server::ImageCompression::AutoLz,
+            Compression::Quic => spice_server::ImageCompression::Quic,
+            Compression::Glz => spice_server::ImageCompression::Glz,
             Compression::Lz => spice_server::ImageCompression::Lz,
+            Compression::Lz4 => spice_server::ImageCompression::Lz4,
             Compression::Off => spice_server::ImageCompression::Off,
         },
         max_fps,
