@@ -2,7 +2,7 @@
 # Installs the Debian packages coop needs (as root). Sourced by setup.sh and test.sh.
 # Usage: deps.sh run|test   — "run" is what coop itself uses, "test" adds the test peers.
 set -euo pipefail
-want_run=(busybox-static debootstrap nftables dnsmasq-base iproute2 e2fsprogs xz-utils zstd)
+want_run=(busybox-static debootstrap nftables dnsmasq-base iproute2 e2fsprogs xz-utils zstd user-mode-linux xvfb)
 want_test=(lxc xvfb x11-apps x11-utils x11-xserver-utils xterm xdotool xclip imagemagick
            spice-client-gtk virt-viewer xserver-xspice user-mode-linux iperf3 hyperfine tshark)
 pkgs=("${want_run[@]}")

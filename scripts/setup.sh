@@ -9,6 +9,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 source scripts/deps.sh run
 cargo build --release -p coop
 install -m 0755 target/release/coop /usr/local/bin/coop
+# The coLinux guest agent, static so that it runs in any guest.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p coop-guest-agent \
+  --target x86_64-unknown-linux-gnu --target-dir target/guest-agent
+install -D -m 0755 target/guest-agent/x86_64-unknown-linux-gnu/release/coop-guest-agent \
+  /usr/local/lib/coop/coop-guest-agent
 set -x
 coop checkconfig
 coop destroy -f -n demo 2>/dev/null || true

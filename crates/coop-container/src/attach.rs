@@ -47,6 +47,9 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
 pub fn attach(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
     store.require(name)?;
     let st = RunState::load(store, name)?.ok_or_else(|| Error::NotRunning(name.into()))?;
+    if st.kind.as_deref() == Some("colinux") {
+        return attach_guest(store, name, opts);
+    }
     let spec = match &st.attach {
         Some(a) => a.clone(),
         // A state file from before attach specs were recorded.
@@ -335,4 +338,30 @@ fn write_all(fd: i32, mut data: &[u8]) {
             Err(_) => return,
         }
     }
+}
+
+/// coLinux: the command runs in the guest kernel, through our agent on its serial line,
+/// which the instance's monitor lends to one attach at a time.
+fn attach_guest(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
+    let (reply, stream) =
+        crate::proto::call(&store.socket_path(name), &crate::proto::Request::Agent)?;
+    if !reply.ok {
+        return Err(Error::Msg(format!(
+            "coop attach {name}: {}",
+            reply.error.unwrap_or_default()
+        )));
+    }
+    let mut argv = if opts.command.is_empty() {
+        vec!["/bin/sh".to_string()]
+    } else {
+        opts.command.clone()
+    };
+    if !opts.env.is_empty() {
+        // The agent runs argv directly; `env` sets the extra variables in the guest.
+        let mut with_env = vec!["/usr/bin/env".to_string()];
+        with_env.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+        with_env.append(&mut argv);
+        argv = with_env;
+    }
+    Ok(coop_colinux::attach_over(&stream, &argv, opts.pty)?)
 }

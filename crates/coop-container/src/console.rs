@@ -62,11 +62,10 @@ pub fn window_size(fd: &impl AsRawFd) -> Option<(u16, u16)> {
     (r == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
-pub fn console(store: &Store, name: &str, tty: u32, banner: bool) -> Result<Ended> {
+pub fn console(store: &Store, name: &str, tty: Option<u32>, banner: bool) -> Result<Ended> {
     store.require(name)?;
-    if RunState::load(store, name)?.is_none() {
-        return Err(Error::NotRunning(name.into()));
-    }
+    let st = RunState::load(store, name)?.ok_or_else(|| Error::NotRunning(name.into()))?;
+    let tty = tty.unwrap_or(if st.ttys.len() > 1 { 1 } else { 0 });
     let stdin = std::io::stdin();
     let (rows, cols) = window_size(&stdin).unwrap_or((0, 0));
     let (reply, mut sock) = call(

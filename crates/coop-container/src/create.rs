@@ -23,6 +23,15 @@ pub struct CreateOptions {
     pub root_password: Option<String>,
     /// Lines the caller adds (e.g. a default network), appended before the user's file.
     pub extra_config: Vec<(String, String)>,
+    /// Make a coLinux instance (a UML kernel on a disk image) instead of a container.
+    pub colinux: Option<ColinuxOptions>,
+}
+
+pub struct ColinuxOptions {
+    /// Guest memory, bytes.
+    pub memory: u64,
+    /// Size of the ext4 disk image, bytes.
+    pub disk_size: u64,
 }
 
 pub struct Created {
@@ -91,7 +100,17 @@ pub fn create(
             nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &action).ok(),
         ]
     };
-    let mut req = Request::new(name, &rootfs, &store.cache);
+    // A coLinux guest's tree goes into a disk image; the container root is only the
+    // jail the kernel process runs in.
+    let guest_tree = staging.join("guest");
+    let template_root = if opts.colinux.is_some() {
+        std::fs::create_dir_all(&guest_tree)
+            .map_err(Error::io(format!("cannot create {}", guest_tree.display())))?;
+        guest_tree.clone()
+    } else {
+        rootfs.clone()
+    };
+    let mut req = Request::new(name, &template_root, &store.cache);
     req.root_password = opts.root_password.clone();
     let result = coop_templates::create(&kind, &req, progress);
     // SAFETY: restoring the dispositions we saved above.
@@ -109,10 +128,42 @@ pub fn create(
         )));
     }
     let outcome = result?;
+    if let Some(co) = &opts.colinux {
+        coop_colinux::build_image(&guest_tree, &rootfs.join("disk.img"), co.disk_size, &|m| {
+            progress(Progress::Step(m))
+        })?;
+        std::fs::remove_dir_all(&guest_tree)
+            .map_err(Error::io(format!("cannot remove {}", guest_tree.display())))?;
+        for d in ["usr", "dev", "proc", "sys", "tmp", "run"] {
+            std::fs::create_dir_all(rootfs.join(d))
+                .map_err(Error::io(format!("cannot create {}/{d}", rootfs.display())))?;
+        }
+        for (l, t) in [
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+            ("bin", "usr/bin"),
+            ("sbin", "usr/sbin"),
+        ] {
+            std::os::unix::fs::symlink(t, rootfs.join(l))
+                .map_err(Error::io(format!("cannot link {}/{l}", rootfs.display())))?;
+        }
+    }
 
     let final_dir = store.dir(name);
     let mut body = format!("# coop container {name}, template {}\n", opts.template);
-    body += &coop_config::render(&outcome.config);
+    match &opts.colinux {
+        None => body += &coop_config::render(&outcome.config),
+        Some(co) => {
+            // The template's lines describe the guest's init, not this jail's.
+            body += &format!(
+                "coop.kind = colinux\ncoop.colinux.memory = {}M\ncoop.colinux.disk = /disk.img\n\
+                 coop.limits.memory = {}M\nlxc.tty.max = 0\n\
+                 lxc.mount.entry = /usr usr none ro,bind 0 0\n",
+                co.memory >> 20,
+                (co.memory >> 20) + 128
+            );
+        }
+    }
     body += &format!(
         "lxc.rootfs.path = dir:{}\n",
         final_dir.join("rootfs").display()
@@ -129,7 +180,10 @@ pub fn create(
         }
     }
     let parsed = Config::parse_str(&format!("{name}/config"), &body)?;
-    if parsed.net.is_empty() {
+    if parsed.net.is_empty() && opts.colinux.is_some() {
+        // conet (the guest on a coop network) is not wired yet: loopback only.
+        body += "lxc.net.0.type = empty\n";
+    } else if parsed.net.is_empty() {
         // As lxc-create with lxc-net: one veth on the default bridge, with a fixed MAC
         // so DHCP and leases recognise the container across restarts.
         body += &format!(

@@ -18,6 +18,8 @@ pub enum Error {
     #[error(transparent)]
     Cgroup(#[from] coop_cgroups::CgroupError),
     #[error(transparent)]
+    Colinux(#[from] coop_colinux::ColinuxError),
+    #[error(transparent)]
     Net(#[from] coop_net::NetError),
     #[error(transparent)]
     Template(#[from] coop_templates::TemplateError),

@@ -42,6 +42,8 @@ pub(crate) struct ChildSpec {
     pub userns: bool,
     /// Raise `lo` in the new network namespace (networking adds the other links).
     pub loopback_up: bool,
+    /// A descriptor init gets as fd 3 (a coLinux kernel's guest-agent channel).
+    pub agent_fd: Option<std::os::fd::RawFd>,
 }
 
 /// Proc files that leak host information or allow host damage; hidden as LXC does.
@@ -104,6 +106,18 @@ fn setup_and_exec(spec: &ChildSpec, sync: OwnedFd) -> Result<Never, String> {
     drop_capabilities(&spec.drop_caps)?;
     reset_signals();
 
+    if let Some(fd) = spec.agent_fd {
+        let target = coop_colinux::AGENT_FD;
+        if fd == target {
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            );
+        } else {
+            // dup2 leaves the copy without close-on-exec, so init inherits it.
+            dup2(fd, target).map_err(|e| format!("cannot pass the agent channel: {e}"))?;
+        }
+    }
     chdir(Path::new(&spec.cwd)).map_err(|e| format!("cannot enter {}: {e}", spec.cwd))?;
     let e = execvpe(&spec.argv[0], &spec.argv, &spec.env).unwrap_err();
     Err(format!(

@@ -108,6 +108,9 @@ struct Monitor {
     exit: Option<String>,
     net: Option<coop_net::Attached>,
     gui: Option<crate::display::GuiDisplay>,
+    /// coLinux: our end of the guest agent's serial line, and who uses it now.
+    agent: Option<UnixStream>,
+    agent_client: Option<UnixStream>,
 }
 
 struct Client {
@@ -168,6 +171,8 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         exit: None,
         net: None,
         gui: None,
+        agent: None,
+        agent_client: None,
     };
     tracing::debug!(elapsed = ?t0.elapsed(), "cgroup created");
     configure_cgroup(&mon.cgroup, &config)?;
@@ -211,6 +216,15 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     tracing::debug!(elapsed = ?t0.elapsed(), "cgroup configured + ptys");
     let mut spec = child_spec(&config, name, &rootfs, &tty_paths, &mon.cgroup, &hier)?;
     spec.loopback_up = coop_net::needs_netns(&ifaces);
+    let colinux = config.kind.as_deref() == Some("colinux");
+    let mut agent_child_end = None;
+    if colinux {
+        let (ours, theirs) = colinux_spec(store, name, &config, &mut spec)?;
+        init::set_cloexec(&ours);
+        spec.agent_fd = Some(theirs.as_raw_fd());
+        agent_child_end = Some(theirs);
+        mon.agent = Some(ours);
+    }
     if let Some(addr) = spice.or_else(|| config.display_spice.clone()) {
         let gui = crate::display::GuiDisplay::start(name, &addr)?;
         spec.mounts.push(gui.mount_entry());
@@ -260,6 +274,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     mon.init = pid;
     // Our copies of the child's ends must close so EOF means "exec'd".
     drop(child_fds);
+    drop(agent_child_end);
 
     tracing::debug!(elapsed = ?t0.elapsed(), "cloned");
     let go = (|| -> Result<()> {
@@ -329,6 +344,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         spice: mon.gui.as_ref().map(|g| g.addr.clone()),
         net: mon.net.as_ref().and_then(|a| serde_json::to_value(a).ok()),
         attach: Some(attach),
+        kind: config.kind.clone(),
     };
     tracing::debug!(elapsed = ?t0.elapsed(), "listening");
     state.write(store)?;
@@ -503,7 +519,53 @@ fn child_spec(
         seccomp: (!prog.is_empty()).then_some(prog),
         userns: !config.idmap.is_empty(),
         loopback_up: false,
+        agent_fd: None,
     })
+}
+
+/// A coLinux instance: the container's init is the UML kernel. Its disk image lives in
+/// the (otherwise nearly empty) rootfs, the host's /usr provides the kernel binary, the
+/// mconsole socket directory is bound from the run directory so the host can reach it,
+/// and a socket pair becomes the kernel's fd 3, the guest agent's serial line.
+fn colinux_spec(
+    store: &Store,
+    name: &str,
+    config: &Config,
+    spec: &mut ChildSpec,
+) -> Result<(UnixStream, UnixStream)> {
+    let cc = coop_colinux::parse_keys(&config.colinux)?;
+    let uml_host = store.run_dir(name).join("uml");
+    // A kernel killed last time leaves its socket and pid file; start clean.
+    let _ = fs::remove_dir_all(&uml_host);
+    fs::create_dir_all(&uml_host)
+        .map_err(Error::io(format!("cannot create {}", uml_host.display())))?;
+    spec.mounts.push(coop_config::MountEntry {
+        source: uml_host.display().to_string(),
+        target: "run/uml".into(),
+        fstype: "none".into(),
+        options: vec!["bind".into(), "create=dir".into()],
+    });
+    let inst = cc.instance_spec(name);
+    let mut argv = vec![cc.kernel.display().to_string()];
+    argv.extend(coop_colinux::kernel_cmdline(&inst, Path::new("/run/uml")));
+    spec.argv = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| {
+            Error::Msg(format!(
+                "instance {name}: NUL byte in the kernel command line"
+            ))
+        })?;
+    // UML backs guest memory with a file; keep it in RAM.
+    spec.env
+        .push(CString::new("TMPDIR=/dev/shm").expect("static"));
+    UnixStream::pair().map_err(Error::io("cannot make the guest agent channel"))
+}
+
+/// The host path of a coLinux instance's mconsole socket.
+pub fn mconsole_path(store: &Store, name: &str) -> PathBuf {
+    coop_colinux::mconsole::socket_path(&store.run_dir(name).join("uml"), name)
 }
 
 /// `lxc.cap.keep` wins over `lxc.cap.drop`, as in LXC; with neither, LXC's common list.
@@ -636,7 +698,14 @@ impl Monitor {
                 }
                 None => PollTimeout::NONE,
             };
-            let (sig_ready, listen_ready, master_ready, client_ready) = {
+            let (
+                sig_ready,
+                listen_ready,
+                master_ready,
+                client_ready,
+                agent_ready,
+                agent_client_ready,
+            ) = {
                 let listener = self.listener.as_ref().expect("listener");
                 let mut fds = vec![
                     PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
@@ -647,6 +716,13 @@ impl Monitor {
                 }
                 for c in &self.clients {
                     fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                }
+                let agent_at = fds.len();
+                if let Some(a) = &self.agent {
+                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(a) = &self.agent_client {
+                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
@@ -665,6 +741,9 @@ impl Monitor {
                     (0..self.clients.len())
                         .filter(|i| ready(&fds[2 + n + i]))
                         .collect::<Vec<_>>(),
+                    self.agent.is_some() && ready(&fds[agent_at]),
+                    self.agent_client.is_some()
+                        && ready(&fds[agent_at + usize::from(self.agent.is_some())]),
                 )
             };
             if sig_ready {
@@ -681,6 +760,12 @@ impl Monitor {
             }
             for i in master_ready {
                 self.on_master(i, &mut buf);
+            }
+            if agent_ready {
+                self.on_agent(&mut buf);
+            }
+            if agent_client_ready {
+                self.on_agent_client(&mut buf);
             }
             if let Some(d) = self.stop_deadline {
                 if Instant::now() >= d {
@@ -765,6 +850,25 @@ impl Monitor {
                 let _ = stream.set_write_timeout(Some(CLIENT_IO_TIMEOUT));
                 self.clients.push(Client { stream, tty: i });
             }
+            Request::Agent => {
+                if self.agent.is_none() {
+                    reply(
+                        &stream,
+                        false,
+                        Some(format!("{} is not a coLinux instance", self.name)),
+                    );
+                } else if self.agent_client.is_some() {
+                    reply(
+                        &stream,
+                        false,
+                        Some("another attach is using the guest agent; try again".into()),
+                    );
+                } else {
+                    reply(&stream, true, None);
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+                    self.agent_client = Some(stream);
+                }
+            }
             Request::Stop {
                 signal,
                 timeout_ms,
@@ -773,7 +877,7 @@ impl Monitor {
                 if now {
                     let _ = self.cgroup.kill_all();
                     let _ = kill(self.init, Signal::SIGKILL);
-                } else {
+                } else if signal != 0 {
                     if let Ok(s) = Signal::try_from(signal) {
                         let _ = kill(self.init, s);
                     } else {
@@ -783,6 +887,8 @@ impl Monitor {
                             libc::kill(self.init.as_raw(), signal);
                         }
                     }
+                }
+                if !now {
                     let d = Instant::now() + Duration::from_millis(timeout_ms);
                     self.stop_deadline = Some(self.stop_deadline.map_or(d, |o| o.min(d)));
                 }
@@ -821,6 +927,42 @@ impl Monitor {
             _ => {
                 self.clients.remove(i);
             }
+        }
+    }
+
+    /// Guest agent output goes to the attached client; with none, it is dropped (the
+    /// agent's greeting at boot, say).
+    fn on_agent(&mut self, buf: &mut [u8]) {
+        let Some(a) = &mut self.agent else { return };
+        match a.read(buf) {
+            Ok(n) if n > 0 => {
+                if let Some(c) = &mut self.agent_client {
+                    if c.write_all(&buf[..n]).is_err() {
+                        self.agent_client = None;
+                    }
+                }
+            }
+            // The kernel closed the line: it is going down.
+            _ => {
+                self.agent = None;
+                self.agent_client = None;
+            }
+        }
+    }
+
+    fn on_agent_client(&mut self, buf: &mut [u8]) {
+        let Some(c) = &mut self.agent_client else {
+            return;
+        };
+        match c.read(buf) {
+            Ok(n) if n > 0 => {
+                if let Some(a) = &mut self.agent {
+                    if a.write_all(&buf[..n]).is_err() {
+                        self.agent = None;
+                    }
+                }
+            }
+            _ => self.agent_client = None,
         }
     }
 
@@ -865,6 +1007,7 @@ impl Monitor {
         let _ = fs::remove_file(self.store.socket_path(&self.name));
         let _ = fs::remove_file(self.store.state_path(&self.name));
         let _ = fs::remove_file(self.store.run_dir(&self.name).join("monitor.log"));
+        let _ = fs::remove_dir_all(self.store.run_dir(&self.name).join("uml"));
         let _ = fs::remove_dir(self.store.run_dir(&self.name));
     }
 }

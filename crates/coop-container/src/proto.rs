@@ -16,7 +16,9 @@ use crate::{Error, Result};
 pub enum Request {
     /// Attach to tty N (0 = /dev/console); `rows`/`cols` size the pty.
     Console { tty: u32, rows: u16, cols: u16 },
-    /// Ask init to halt with `signal`, SIGKILL after `timeout_ms`; `kill` skips the ask.
+    /// Connect to a coLinux guest's agent channel (one client at a time).
+    Agent,
+    /// Ask init to halt with `signal` (0: send nothing, only wait), SIGKILL after `timeout_ms`; `kill` skips the ask.
     Stop {
         signal: i32,
         timeout_ms: u64,

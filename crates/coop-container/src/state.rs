@@ -44,6 +44,9 @@ pub struct RunState {
     /// file instead of parsing the config and the host's mount table.
     #[serde(default)]
     pub attach: Option<AttachSpec>,
+    /// "container" or "colinux".
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

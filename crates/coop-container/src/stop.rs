@@ -16,10 +16,32 @@ pub fn stop(store: &Store, name: &str, opts: &StopOptions) -> Result<String> {
     store.require(name)?;
     let _lock = store.lock(name)?;
     let st = RunState::load(store, name)?.ok_or_else(|| Error::NotRunning(name.into()))?;
+    let colinux = st.kind.as_deref() == Some("colinux");
+    if colinux && !opts.kill {
+        // A UML kernel ignores the signals an init would take as "halt": ask through
+        // its management console (sync, remount read-only, halt), then wait.
+        let sock = crate::monitor::mconsole_path(store, name);
+        let netns = format!("/proc/{}/ns/net", st.init_pid);
+        // The kernel replies to the client's abstract address, which exists only in one
+        // network namespace: talk from inside the instance's, on a thread of our own.
+        let res = std::thread::spawn(move || -> std::result::Result<(), String> {
+            let ns = std::fs::File::open(&netns).map_err(|e| format!("{netns}: {e}"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("cannot enter {netns}: {e}"))?;
+            coop_colinux::Mconsole::connect(&sock)
+                .and_then(|mut m| m.stop_clean())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("mconsole thread panicked".into()));
+        if let Err(e) = res {
+            tracing::warn!("{name}: clean halt through mconsole failed: {e}");
+        }
+    }
     let called = call(
         &store.socket_path(name),
         &Request::Stop {
-            signal: st.halt_signal,
+            signal: if colinux { 0 } else { st.halt_signal },
             timeout_ms: opts.timeout.as_millis() as u64,
             kill: opts.kill,
         },

@@ -165,6 +165,8 @@ fn console_login_through_a_pty() {
     p.expect("login:", Duration::from_secs(10));
     p.send("root\r");
     p.expect("assword:", Duration::from_secs(5));
+    // login flushes pending input when it turns echo off: type after it settled.
+    std::thread::sleep(Duration::from_millis(300));
     p.send("s3cret-pw\r");
     p.expect("#", Duration::from_secs(10));
     p.send("echo CONSOLE-$((20+22))\r");

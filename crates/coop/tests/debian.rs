@@ -90,6 +90,8 @@ fn debian_boots_systemd_logs_in_and_halts() {
     p.expect("login:", Duration::from_secs(20));
     p.send("root\r");
     p.expect("assword:", Duration::from_secs(10));
+    // login flushes pending input when it turns echo off: type after it settled.
+    std::thread::sleep(Duration::from_millis(300));
     p.send("deb-pw-1\r");
     p.expect("#", Duration::from_secs(20));
     p.send("echo DEB-$((6*7)); cat /etc/debian_version\r");

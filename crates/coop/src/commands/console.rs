@@ -7,9 +7,10 @@ use super::NameArg;
 pub struct Args {
     #[command(flatten)]
     name: NameArg,
-    /// tty number: 0 is /dev/console, 1.. are /dev/tty1..
-    #[arg(short = 't', long, default_value_t = 1)]
-    tty: u32,
+    /// tty number: 0 is /dev/console, 1.. are /dev/tty1.. (default: 1, or 0 when the
+    /// container has no ttys, as a coLinux instance)
+    #[arg(short = 't', long)]
+    tty: Option<u32>,
 }
 
 pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {

@@ -32,6 +32,15 @@ pub struct Args {
     /// tar: the root filesystem archive (.tar, .tar.gz, .tar.xz, .tar.zst).
     #[arg(long)]
     file: Option<PathBuf>,
+    /// container (default), or colinux: a Linux kernel (User-Mode Linux) on a disk image.
+    #[arg(long, default_value = "container", value_parser = ["container", "colinux"])]
+    kind: String,
+    /// colinux: guest memory (a cap; unused memory stays with the host).
+    #[arg(long, default_value = "256M")]
+    memory: String,
+    /// colinux: size of the guest's disk image.
+    #[arg(long, default_value = "1G")]
+    disk_size: String,
 }
 
 pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {
@@ -47,6 +56,17 @@ pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {
             template_args.push((k.to_string(), v));
         }
     }
+    let colinux_opts = if a.kind == "colinux" {
+        let size = |what: &str, v: &str| {
+            coop_config::parse_size(v).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+        };
+        Some(coop_container::create::ColinuxOptions {
+            memory: size("memory", &a.memory)?,
+            disk_size: size("disk-size", &a.disk_size)?,
+        })
+    } else {
+        None
+    };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
@@ -68,6 +88,7 @@ pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {
             config_file: a.config,
             root_password: a.root_password,
             extra_config: vec![],
+            colinux: colinux_opts,
         },
         &progress,
     );

@@ -23,7 +23,7 @@ pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {
     let name = a.name.get()?;
     let exe = std::env::current_exe()?;
     let st = coop_container::start::start(store, name, &exe, a.spice.as_deref())?;
-    if a.foreground && console(store, name, 0, false)? == Ended::Detached {
+    if a.foreground && console(store, name, Some(0), false)? == Ended::Detached {
         eprintln!("detached; {name} keeps running (pid {})", st.init_pid);
     }
     Ok(0)

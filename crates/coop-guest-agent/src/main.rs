@@ -1,0 +1,572 @@
+//! `coop-guest-agent`: runs inside a coop coLinux (User-Mode Linux) guest.
+//!
+//! - `coop-guest-agent --boot` (from init, once, before the guest's own boot scripts):
+//!   renames UML's `vecN` interfaces to `ethN` and mounts the hostfs shares named by
+//!   `coop.share=HOST:GUEST[:ro]` on the kernel command line.
+//! - `coop-guest-agent [TTY]` (respawned by init): serves `coop attach` on the serial line
+//!   (`coop.agent=` on the command line, else `ttyS0`), whose host end the coop monitor
+//!   holds. It speaks `coop_colinux::proto`: a request (argv, env, pty flag), stdin frames
+//!   in, stdout/stderr frames out, then the exit code. One command runs at a time; a new
+//!   request ends the previous command (its host side has gone away).
+//!
+//! Built statically so that it runs in any guest, whatever its libc.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use coop_colinux::proto::{read_frame, Frame, Kind, Request, CHUNK};
+
+const VERSION: &str = concat!("coop-guest-agent ", env!("CARGO_PKG_VERSION"));
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+type Writer = Arc<Mutex<File>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let code = match args.get(1).map(String::as_str) {
+        Some("--boot") => boot(),
+        Some("--version") => {
+            println!("{VERSION}");
+            0
+        }
+        Some(tty) => serve(tty),
+        None => serve(&cmdline_value("coop.agent").unwrap_or_else(|| "ttyS0".into())),
+    };
+    std::process::exit(code);
+}
+
+fn cmdline() -> String {
+    if !Path::new("/proc/self").exists() {
+        let _ = mount("proc", "/proc", "proc", 0, "");
+    }
+    fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+fn cmdline_value(key: &str) -> Option<String> {
+    cmdline()
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+}
+
+fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (src, target, fstype, data) = (c(src)?, c(target)?, c(fstype)?, c(data)?);
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn is_mountpoint(p: &str) -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+/// UML names its vector interfaces `vecN`; guests (and their DHCP setup) expect `ethN`.
+/// Renames each `vecN` to `ethN` when that name is free; the links are still down at
+/// this point of the boot, as renaming requires.
+fn rename_vector_ifaces() -> usize {
+    let mut failed = 0;
+    // SAFETY: plain socket creation; the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return 0;
+    }
+    // SAFETY: fd was just returned by socket() and is not owned elsewhere.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    for i in 0..16 {
+        let (old, new) = (format!("vec{i}"), format!("eth{i}"));
+        // By index rather than /sys/class/net: sysfs is not mounted this early.
+        if !iface_exists(&old) || iface_exists(&new) {
+            continue;
+        }
+        // SAFETY: ifreq is plain data; both names are shorter than IFNAMSIZ and stay
+        // NUL-terminated in the zeroed arrays.
+        let r = unsafe {
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            for (d, b) in ifr.ifr_name.iter_mut().zip(old.bytes()) {
+                *d = b as libc::c_char;
+            }
+            for (d, b) in ifr.ifr_ifru.ifru_newname.iter_mut().zip(new.bytes()) {
+                *d = b as libc::c_char;
+            }
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNAME as _, &ifr)
+        };
+        if r != 0 {
+            eprintln!(
+                "coop-guest-agent: cannot rename {old} to {new}: {}",
+                io::Error::last_os_error()
+            );
+            failed += 1;
+        }
+    }
+    failed
+}
+
+fn iface_exists(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// Names the network interfaces and mounts the hostfs shares; errors are reported and
+/// the rest still done.
+fn boot() -> i32 {
+    let mut failed = rename_vector_ifaces();
+    for arg in cmdline().split_whitespace() {
+        let Some(v) = arg.strip_prefix("coop.share=") else {
+            continue;
+        };
+        let parts: Vec<&str> = v.split(':').collect();
+        let (host, guest, ro) = match parts.as_slice() {
+            [h, g] => (*h, *g, false),
+            [h, g, "ro"] => (*h, *g, true),
+            _ => {
+                eprintln!("coop-guest-agent: bad coop.share={v}");
+                failed += 1;
+                continue;
+            }
+        };
+        if is_mountpoint(guest) {
+            continue;
+        }
+        let flags = if ro { libc::MS_RDONLY } else { 0 };
+        let res =
+            fs::create_dir_all(guest).and_then(|_| mount("none", guest, "hostfs", flags, host));
+        match res {
+            Ok(()) => eprintln!("coop-guest-agent: share {host} mounted on {guest}"),
+            Err(e) => {
+                eprintln!("coop-guest-agent: cannot mount share {host} on {guest}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    i32::from(failed > 0)
+}
+
+/// Opens the serial line raw: no echo, no line editing, no CR/NL mapping, 8-bit clean.
+fn open_tty(name: &str) -> io::Result<File> {
+    let path = if name.starts_with('/') {
+        name.to_string()
+    } else {
+        format!("/dev/{name}")
+    };
+    if !Path::new(&path).exists() {
+        // Without devtmpfs: UML serial lines are char 4, 64+N.
+        if let Some(n) = name
+            .strip_prefix("ttyS")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            let c = CString::new(path.clone())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: `c` is a valid path string; mknod only reads it.
+            unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(4, 64 + n)) };
+        }
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)?;
+    // SAFETY: termios is plain data; the fd is open for the duration of the calls.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(f.as_raw_fd(), &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            t.c_cflag |= libc::CLOCAL | libc::CREAD;
+            t.c_cc[libc::VMIN] = 1;
+            t.c_cc[libc::VTIME] = 0;
+            libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t);
+        }
+    }
+    Ok(f)
+}
+
+fn send(w: &Writer, f: Frame) -> bool {
+    let mut g = match w.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    f.write_to(&mut *g).is_ok()
+}
+
+enum Event {
+    Host(Frame),
+    Done(u32),
+}
+
+struct Session {
+    id: u32,
+    pid: i32,
+    stdin: Option<Sender<Vec<u8>>>,
+    pty_master: Option<Arc<OwnedFd>>,
+}
+
+fn serve(tty: &str) -> i32 {
+    let tty_file = match open_tty(tty) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("coop-guest-agent: cannot open {tty}: {e}");
+            // Keep init's respawn from spinning.
+            thread::sleep(Duration::from_secs(5));
+            return 1;
+        }
+    };
+    let writer: Writer = match tty_file.try_clone() {
+        Ok(f) => Arc::new(Mutex::new(f)),
+        Err(e) => {
+            eprintln!("coop-guest-agent: {e}");
+            return 1;
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Event>();
+    let rtx = tx.clone();
+    thread::spawn(move || reader(tty_file, rtx));
+    send(&writer, Frame::new(Kind::Hello, 0, VERSION.as_bytes()));
+    main_loop(rx, tx, writer);
+    0
+}
+
+fn reader(mut tty: File, tx: Sender<Event>) {
+    loop {
+        match read_frame(&mut tty) {
+            Ok(Some(f)) => {
+                if tx.send(Event::Host(f)).is_err() {
+                    return;
+                }
+            }
+            // Hang-up or garbage: the line stays ours; wait a little and read on.
+            Ok(None) => thread::sleep(Duration::from_millis(100)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn main_loop(rx: Receiver<Event>, tx: Sender<Event>, w: Writer) {
+    let mut cur: Option<Session> = None;
+    while let Ok(ev) = rx.recv() {
+        match ev {
+            Event::Done(id) => {
+                if cur.as_ref().is_some_and(|s| s.id == id) {
+                    cur = None;
+                }
+            }
+            Event::Host(f) => match f.kind {
+                Kind::Ping => {
+                    send(&w, Frame::new(Kind::Pong, f.session, VERSION.as_bytes()));
+                }
+                Kind::Request => {
+                    if let Some(old) = cur.take() {
+                        kill_group(old.pid, libc::SIGKILL);
+                    }
+                    match Request::decode(&f.payload) {
+                        Ok(req) => cur = start(f.session, &req, &w, &tx),
+                        Err(e) => {
+                            send(
+                                &w,
+                                Frame::new(Kind::Error, f.session, format!("bad request: {e}")),
+                            );
+                            send(
+                                &w,
+                                Frame::new(Kind::Exit, f.session, 127i32.to_le_bytes().to_vec()),
+                            );
+                        }
+                    }
+                }
+                _ => {
+                    let Some(s) = cur.as_mut().filter(|s| s.id == f.session) else {
+                        continue;
+                    };
+                    match f.kind {
+                        Kind::Stdin => {
+                            let n = f.payload.len() as u32;
+                            let fed = s
+                                .stdin
+                                .as_ref()
+                                .is_some_and(|tx| tx.send(f.payload).is_ok());
+                            if !fed {
+                                send(
+                                    &w,
+                                    Frame::new(Kind::StdinAck, f.session, n.to_le_bytes().to_vec()),
+                                );
+                            }
+                        }
+                        Kind::StdinEof => {
+                            if s.pty_master.is_some() {
+                                // A terminal has no EOF of its own: send the EOF character.
+                                if let Some(tx) = &s.stdin {
+                                    let _ = tx.send(vec![4]);
+                                }
+                            } else {
+                                s.stdin = None;
+                            }
+                        }
+                        Kind::Resize => {
+                            if let (Some(m), Some(rows), Some(cols)) =
+                                (&s.pty_master, f.payload.get(0..2), f.payload.get(2..4))
+                            {
+                                let rows = u16::from_le_bytes([rows[0], rows[1]]);
+                                let cols = u16::from_le_bytes([cols[0], cols[1]]);
+                                set_winsize(m.as_raw_fd(), rows, cols);
+                            }
+                        }
+                        Kind::Signal => {
+                            if let Some(sig) = f.payload_i32() {
+                                kill_group(s.pid, sig);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn kill_group(pid: i32, sig: i32) {
+    if pid > 1 {
+        // SAFETY: plain syscall; the child leads its own process group (setsid).
+        unsafe { libc::kill(-pid, sig) };
+    }
+}
+
+fn set_winsize(fd: i32, rows: u16, cols: u16) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `ws` is a valid winsize for the duration of the ioctl.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+}
+
+fn command(req: &Request) -> Command {
+    let mut c = Command::new(&req.argv[0]);
+    c.args(&req.argv[1..]);
+    c.env_clear();
+    c.env("PATH", DEFAULT_PATH)
+        .env("HOME", "/root")
+        .env("USER", "root")
+        .env("LOGNAME", "root");
+    if req.pty {
+        c.env("TERM", "vt100");
+    }
+    for e in &req.env {
+        if let Some((k, v)) = e.split_once('=') {
+            if !k.is_empty() {
+                c.env(k, v);
+            }
+        }
+    }
+    c.current_dir(if Path::new("/root").is_dir() {
+        "/root"
+    } else {
+        "/"
+    });
+    c
+}
+
+fn start(id: u32, req: &Request, w: &Writer, tx: &Sender<Event>) -> Option<Session> {
+    let res = if req.pty {
+        start_pty(id, req, w, tx)
+    } else {
+        start_pipes(id, req, w, tx)
+    };
+    match res {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let code: i32 = if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            send(
+                w,
+                Frame::new(Kind::Error, id, format!("cannot run {}: {e}", req.argv[0])),
+            );
+            send(w, Frame::new(Kind::Exit, id, code.to_le_bytes().to_vec()));
+            None
+        }
+    }
+}
+
+fn pump_out(
+    mut r: impl Read + Send + 'static,
+    w: Writer,
+    id: u32,
+    kind: Kind,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if !send(&w, Frame::new(kind, id, &buf[..n])) {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EIO on a pty master: the last slave fd closed.
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// Feeds the command's stdin and acknowledges each chunk once written, which paces the
+/// host (see `STDIN_WINDOW`) and so bounds both the tty buffer and this queue.
+fn pump_in(mut dst: impl Write + Send + 'static, w: Writer, id: u32) -> Sender<Vec<u8>> {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    thread::spawn(move || {
+        let mut broken = false;
+        for chunk in rx {
+            // After the command stopped reading, keep acknowledging so that the host's
+            // stdin copier is not left waiting for credit.
+            if !broken && dst.write_all(&chunk).and_then(|_| dst.flush()).is_err() {
+                broken = true;
+            }
+            let n = chunk.len() as u32;
+            send(&w, Frame::new(Kind::StdinAck, id, n.to_le_bytes().to_vec()));
+        }
+    });
+    tx
+}
+
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    st.code().or(st.signal().map(|s| 128 + s)).unwrap_or(255)
+}
+
+fn start_pipes(id: u32, req: &Request, w: &Writer, tx: &Sender<Event>) -> io::Result<Session> {
+    let mut c = command(req);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe; it makes the command its own process group so
+    // that a signal or a superseding request reaches all of it.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = c.spawn()?;
+    let pid = child.id() as i32;
+    let stdin = child.stdin.take().map(|i| pump_in(i, w.clone(), id));
+    let out = child
+        .stdout
+        .take()
+        .map(|o| pump_out(o, w.clone(), id, Kind::Stdout));
+    let err = child
+        .stderr
+        .take()
+        .map(|e| pump_out(e, w.clone(), id, Kind::Stderr));
+    let (w, tx) = (w.clone(), tx.clone());
+    thread::spawn(move || {
+        // Output first, so that the exit frame is the last of the session.
+        for h in [out, err].into_iter().flatten() {
+            let _ = h.join();
+        }
+        let code = child.wait().map(exit_code).unwrap_or(255);
+        send(&w, Frame::new(Kind::Exit, id, code.to_le_bytes().to_vec()));
+        let _ = tx.send(Event::Done(id));
+    });
+    Ok(Session {
+        id,
+        pid,
+        stdin,
+        pty_master: None,
+    })
+}
+
+fn start_pty(id: u32, req: &Request, w: &Writer, tx: &Sender<Event>) -> io::Result<Session> {
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two fds into the provided ints; name and termios are null.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openpty succeeded, so both fds are open and owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    set_winsize(master.as_raw_fd(), req.rows, req.cols);
+    let mut c = command(req);
+    c.stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave.try_clone()?));
+    // SAFETY: setsid and ioctl are async-signal-safe; the child gets its own session with
+    // the pty (its stdin) as controlling terminal, as a login shell would.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let child = c.spawn();
+    drop(c);
+    drop(slave);
+    let mut child = child?;
+    let pid = child.id() as i32;
+    let master = Arc::new(master);
+    let rd = File::from(master.try_clone()?);
+    let wr = File::from(master.try_clone()?);
+    let out = pump_out(rd, w.clone(), id, Kind::Stdout);
+    let stdin = Some(pump_in(wr, w.clone(), id));
+    let (w, tx) = (w.clone(), tx.clone());
+    thread::spawn(move || {
+        let _ = out.join();
+        let code = child.wait().map(exit_code).unwrap_or(255);
+        send(&w, Frame::new(Kind::Exit, id, code.to_le_bytes().to_vec()));
+        let _ = tx.send(Event::Done(id));
+    });
+    Ok(Session {
+        id,
+        pid,
+        stdin,
+        pty_master: Some(master),
+    })
+}

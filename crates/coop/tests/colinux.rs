@@ -1,0 +1,161 @@
+//! A coLinux instance end to end through the `coop` binary: a User-Mode Linux kernel as
+//! the init of a confined container, its disk an ext4 image, its console our console.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn prerequisites() -> bool {
+    if !Path::new("/usr/bin/linux.uml").exists() {
+        eprintln!("SKIP: /usr/bin/linux.uml missing (package user-mode-linux)");
+        return false;
+    }
+    match std::env::var("COOP_GUEST_AGENT") {
+        Ok(p) if Path::new(&p).exists() => true,
+        _ => {
+            eprintln!(
+                "SKIP: COOP_GUEST_AGENT does not name a static coop-guest-agent (scripts/test.sh builds one)"
+            );
+            false
+        }
+    }
+}
+
+#[test]
+fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
+    if !need_root() || !prerequisites() {
+        return;
+    }
+    let c = Coop::new();
+    let n = unique("co");
+    c.track(&n);
+    let t = Instant::now();
+    c.ok(&[
+        "create",
+        "-n",
+        &n,
+        "--kind",
+        "colinux",
+        "-t",
+        "busybox",
+        "--root-password",
+        "uml-pw",
+        "--memory",
+        "128M",
+    ]);
+    eprintln!("colinux create took {:?}", t.elapsed());
+    let t = Instant::now();
+    c.ok(&["start", "-n", &n]);
+    let info = c.info(&n);
+    assert_eq!(info["kind"], "colinux");
+    assert_eq!(info["state"], "RUNNING");
+    // The kernel process is confined: its own PID namespace and the instance's cgroup.
+    let pid = info["pid"].as_i64().unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert!(
+        comm.starts_with("linux") || comm.starts_with("vmlinux"),
+        "{comm}"
+    );
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cg.contains(&c.cgroup_rel(&n)), "{cg}");
+
+    // The guest agent answers once the guest's init started it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let release = loop {
+        let out = c
+            .cmd()
+            .args(["attach", "-n", &n, "--", "uname", "-r"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent never answered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("start to a usable attach: {:?}", t.elapsed());
+    assert!(
+        release.starts_with("6.1"),
+        "guest kernel release {release:?}"
+    );
+    let out = c.run(&[
+        "attach",
+        "-n",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        "grep MemTotal /proc/meminfo; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    let kb: u64 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kb <= 128 * 1024 && kb > 64 * 1024, "guest sees {kb} kB");
+
+    // The console is the kernel's con0: a getty login with the template's password.
+    let mut cmd = c.cmd();
+    cmd.args(["console", "-n", &n]);
+    let mut p = PtyProc::spawn(cmd);
+    p.expect("Ctrl a q", Duration::from_secs(5));
+    p.send("\r");
+    p.expect("login:", Duration::from_secs(20));
+    p.send("root\r");
+    p.expect("assword:", Duration::from_secs(10));
+    // login flushes pending input when it turns echo off: type after it settled.
+    std::thread::sleep(Duration::from_millis(300));
+    p.send("uml-pw\r");
+    p.expect("#", Duration::from_secs(20));
+    p.send("echo UML-$((40+2))\r");
+    p.expect("UML-42", Duration::from_secs(10));
+    p.send("\x01q");
+    assert!(p.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
+
+    // A file written in the guest survives a clean halt, and the image is fsck-clean.
+    c.ok(&[
+        "attach",
+        "-n",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /root/mark; sync",
+    ]);
+    let t = Instant::now();
+    c.ok(&["stop", "-n", &n, "-t", "20"]);
+    let took = t.elapsed();
+    eprintln!("colinux stop took {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "stop took {took:?} (killed?)"
+    );
+    let img = c.root.path().join(&n).join("rootfs/disk.img");
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let dump = Command::new("debugfs")
+        .args(["-R", "cat /root/mark"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&dump.stdout).trim(), "kept");
+    assert_eq!(leftovers(&c, &n), Vec::<String>::new());
+}
