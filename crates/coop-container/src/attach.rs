@@ -363,5 +363,11 @@ fn attach_guest(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> 
         with_env.append(&mut argv);
         argv = with_env;
     }
+    // The agent gives the command a pty in the guest; ours must pass keys through raw.
+    let _raw = if opts.pty {
+        RawMode::enter(&std::io::stdin())
+    } else {
+        None
+    };
     Ok(coop_colinux::attach_over(&stream, &argv, opts.pty)?)
 }

@@ -545,6 +545,31 @@ fn colinux_spec(
         fstype: "none".into(),
         options: vec!["bind".into(), "create=dir".into()],
     });
+    // CoFS: hostfs reads host paths from inside the kernel process, so each shared
+    // directory is bound into the jail at its own path; nothing else of the host is there.
+    for sh in &cc.shares {
+        if !sh.host.is_dir() {
+            return Err(Error::Msg(format!(
+                "instance {name}: coop.colinux.share {} does not exist or is not a directory",
+                sh.host.display()
+            )));
+        }
+        let mut options = vec!["bind".to_string(), "create=dir".to_string()];
+        if sh.read_only {
+            options.push("ro".into());
+        }
+        spec.mounts.push(coop_config::MountEntry {
+            source: sh.host.display().to_string(),
+            target: sh
+                .host
+                .display()
+                .to_string()
+                .trim_start_matches('/')
+                .to_string(),
+            fstype: "none".into(),
+            options,
+        });
+    }
     let inst = cc.instance_spec(name);
     let mut argv = vec![cc.kernel.display().to_string()];
     argv.extend(coop_colinux::kernel_cmdline(&inst, Path::new("/run/uml")));

@@ -159,3 +159,74 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
     assert_eq!(String::from_utf8_lossy(&dump.stdout).trim(), "kept");
     assert_eq!(leftovers(&c, &n), Vec::<String>::new());
 }
+
+#[test]
+fn shared_folder_both_ways_and_missing_share_refused() {
+    if !need_root() || !prerequisites() {
+        return;
+    }
+    let c = Coop::new();
+    let n = unique("cs");
+    c.track(&n);
+    let share = c.root.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("from-host"), "written on the host\n").unwrap();
+    let cfg = c.root.path().join("share.conf");
+    std::fs::write(
+        &cfg,
+        format!("coop.colinux.share = {}:/mnt/host\n", share.display()),
+    )
+    .unwrap();
+    c.ok(&[
+        "create",
+        "-n",
+        &n,
+        "--kind",
+        "colinux",
+        "-t",
+        "busybox",
+        "--memory",
+        "96M",
+        "-f",
+        cfg.to_str().unwrap(),
+    ]);
+    c.ok(&["start", "-n", &n]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let out = c
+            .cmd()
+            .args(["attach", "-n", &n, "--", "cat", "/mnt/host/from-host"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(seen, "written on the host\n");
+    c.ok(&[
+        "attach",
+        "-n",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        "echo from the guest > /mnt/host/from-guest",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(share.join("from-guest")).unwrap(),
+        "from the guest\n"
+    );
+    c.ok(&["stop", "-n", &n]);
+    // A share that does not exist: a clear error, the instance left stopped and intact.
+    std::fs::remove_dir_all(&share).unwrap();
+    let err = c.fails(&["start", "-n", &n]);
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(c.info(&n)["state"], "STOPPED");
+    assert_eq!(leftovers(&c, &n), Vec::<String>::new());
+}
