@@ -38,6 +38,8 @@ enum Command {
     Ls(commands::ls::Args),
     /// Attach the terminal to a container's console or tty.
     Console(commands::console::Args),
+    /// Copy a container (or snapshot a coLinux instance's disk).
+    Copy(commands::copy::Args),
     /// Run a command inside a running container.
     Attach(commands::attach::Args),
     /// Delete a container and its root filesystem.
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::run(&store, a),
         Command::Ls(a) => commands::ls::run(&store, a),
         Command::Console(a) => commands::console::run(&store, a),
+        Command::Copy(a) => commands::copy::run(&store, a),
         Command::Attach(a) => commands::attach::run(&store, a),
         Command::Destroy(a) => commands::destroy::run(&store, a),
         Command::Freeze(a) => commands::freeze::run(&store, a, true),

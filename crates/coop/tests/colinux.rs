@@ -230,3 +230,73 @@ fn shared_folder_both_ways_and_missing_share_refused() {
     assert_eq!(c.info(&n)["state"], "STOPPED");
     assert_eq!(leftovers(&c, &n), Vec::<String>::new());
 }
+
+#[test]
+fn snapshot_copy_boots_and_leaves_the_original_disk_unchanged() {
+    if !need_root() || !prerequisites() {
+        return;
+    }
+    let c = Coop::new();
+    let base = unique("cb");
+    let snap = unique("cn");
+    c.track(&base);
+    c.track(&snap);
+    c.ok(&[
+        "create", "-n", &base, "--kind", "colinux", "-t", "busybox", "--memory", "96M",
+    ]);
+    let img = c.root.path().join(&base).join("rootfs/disk.img");
+    let sum = || {
+        let o = Command::new("sha256sum").arg(&img).output().unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let before = sum();
+    let t = Instant::now();
+    c.ok(&["copy", "-n", &base, "-N", &snap, "--snapshot"]);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "snapshot copy took {took:?}");
+    c.ok(&["start", "-n", &snap]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = c
+            .cmd()
+            .args([
+                "attach",
+                "-n",
+                &snap,
+                "--",
+                "sh",
+                "-c",
+                "echo changed > /root/in-snapshot; sync; hostname",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.ok(&["stop", "-n", &snap]);
+    assert!(c.root.path().join(&snap).join("rootfs/disk.cow").exists());
+    assert_eq!(sum(), before, "the original image changed under a snapshot");
+    // Copying a container needs no --snapshot; asking for one is refused clearly.
+    let ct = unique("ct");
+    c.busybox(&ct, "");
+    assert!(c
+        .fails(&["copy", "-n", &ct, "-N", &unique("cx"), "--snapshot"])
+        .contains("coLinux"));
+    let ct2 = unique("cu");
+    c.track(&ct2);
+    c.ok(&["copy", "-n", &ct, "-N", &ct2]);
+    c.ok(&["start", "-n", &ct2]);
+    assert_eq!(c.ok(&["attach", "-n", &ct2, "--", "hostname"]).trim(), ct2);
+    c.ok(&["stop", "-k", "-n", &ct2]);
+}

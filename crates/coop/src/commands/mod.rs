@@ -4,6 +4,7 @@ pub mod attach;
 pub mod autostart;
 pub mod checkconfig;
 pub mod console;
+pub mod copy;
 pub mod create;
 pub mod destroy;
 pub mod freeze;
