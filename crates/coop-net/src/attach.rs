@@ -7,8 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
-use netlink_packet_route::route::RouteScope;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::RouteNetlinkMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::nl::{self, nlerr};
@@ -118,8 +120,7 @@ impl Undo {
             let _ = give_back(pid, &moved);
         }
         for l in &self.host_links {
-            let name = l.clone();
-            if let Err(e) = nl::with_handle(|h| async move { nl::del_link(&h, &name).await }) {
+            if let Err(e) = nl::Conn::new().and_then(|mut c| c.del_link(l)) {
                 tracing::warn!(link = %l, "rollback: {e}");
             }
         }
@@ -239,6 +240,7 @@ fn setup_locked(
             ports: vec![],
         });
     }
+    let t0 = std::time::Instant::now();
     // Phase 1: addresses and ports, touching only our own files (backed up).
     let mut plans = Vec::new();
     let mut new_ports = Vec::new();
@@ -354,13 +356,17 @@ fn setup_locked(
     }
     store.check_ports(container, &new_ports)?;
 
+    tracing::debug!(elapsed = ?t0.elapsed(), "addresses assigned");
+
     // Phase 2: host-side links, moved into the container.
     for plan in &plans {
         create_and_move(plan, pid, undo)?;
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "links created");
 
     // Phase 3: configuration inside the container's namespace.
     configure_inside(pid, &plans)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "configured inside");
 
     // Phase 4: DHCP hosts, then published ports.
     for n in &undo.dhcp_nets {
@@ -377,6 +383,7 @@ fn setup_locked(
         store.write_ports(&all)?;
         store.apply_nft()?;
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "dhcp and ports done");
 
     Ok(Attached {
         container: container.into(),
@@ -447,73 +454,26 @@ fn create_and_move(plan: &Plan, pid: i32, undo: &mut Undo) -> Result<(), NetErro
         None => None,
     };
     let kind = spec.kind.clone();
-    let host_veth = plan.host_veth.clone();
     let mtu = spec.mtu;
     let upid = u32::try_from(pid).map_err(|_| NetError::Netns {
         pid,
         msg: "not a process id".into(),
     })?;
+    if let IfaceType::Veth { link, .. } = &spec.kind {
+        let host = plan.host_veth.clone().unwrap_or_default();
+        let r = create_veth(spec, link.as_deref(), &host, &move_name, mac, upid);
+        if r.is_ok() {
+            undo.host_links.push(host);
+        }
+        return r;
+    }
     let created: Vec<String> = Vec::new();
     let (created, res) = nl::with_handle(|h| async move {
         let mut created = created;
         let r: Result<(), NetError> = async {
             match &kind {
-                IfaceType::Veth { link, .. } => {
-                    let host = host_veth.clone().unwrap_or_default();
-                    if nl::get_link(&h, &host).await?.is_some() {
-                        return Err(NetError::Network {
-                            name: host.clone(),
-                            reason: "a link of this name already exists on the host".into(),
-                        });
-                    }
-                    let bridge = match link {
-                        Some(l) => Some(
-                            nl::get_link(&h, l)
-                                .await?
-                                .filter(nl::link_is_bridge)
-                                .ok_or_else(|| NetError::BadKey {
-                                    key: format!("{}.link", spec.index),
-                                    value: l.clone(),
-                                    reason: "no such bridge on the host".into(),
-                                })?
-                                .header
-                                .index,
-                        ),
-                        None => None,
-                    };
-                    // One request makes both ends: the host end attached and up, the
-                    // container end created directly in the init's namespace under its
-                    // final name (moving a device later costs another RCU grace period).
-                    let mut req = h.link().add().veth(move_name.clone(), host.clone());
-                    let msg = req.message_mut();
-                    if let Some(b) = bridge {
-                        msg.attributes.push(LinkAttribute::Controller(b));
-                    }
-                    if let Some(m) = mtu {
-                        msg.attributes.push(LinkAttribute::Mtu(m));
-                    }
-                    for a in msg.attributes.iter_mut() {
-                        let LinkAttribute::LinkInfo(infos) = a else {
-                            continue;
-                        };
-                        for i in infos.iter_mut() {
-                            if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
-                                p.attributes.push(LinkAttribute::NetNsPid(upid));
-                                if let Some(m) = mac {
-                                    p.attributes.push(LinkAttribute::Address(m.to_vec()));
-                                }
-                                if let Some(m) = mtu {
-                                    p.attributes.push(LinkAttribute::Mtu(m));
-                                }
-                            }
-                        }
-                    }
-                    req.execute().await.map_err(|e| {
-                        nlerr(format!("create veth {host} / {move_name} in pid {pid}"), e)
-                    })?;
-                    created.push(host.clone());
-                    return Ok(());
-                }
+                // Handled by create_veth before this runtime starts.
+                IfaceType::Veth { .. } => return Ok(()),
                 IfaceType::Macvlan { link, mode } => {
                     let lower = nl::get_link(&h, link)
                         .await?
@@ -594,6 +554,71 @@ fn create_and_move(plan: &Plan, pid: i32, undo: &mut Undo) -> Result<(), NetErro
     res
 }
 
+/// One request makes both ends of a veth: the host end attached to its bridge and up, the
+/// container end created directly in the init's namespace under its final name (moving a
+/// device later costs another RCU grace period).
+fn create_veth(
+    spec: &IfaceSpec,
+    link: Option<&str>,
+    host: &str,
+    inside: &str,
+    mac: Option<[u8; 6]>,
+    upid: u32,
+) -> Result<(), NetError> {
+    let mut c = nl::Conn::new()?;
+    let mut found = c.get_links(&[host, link.unwrap_or(host)])?.into_iter();
+    if found.next().flatten().is_some() {
+        return Err(NetError::Network {
+            name: host.to_string(),
+            reason: "a link of this name already exists on the host".into(),
+        });
+    }
+    let bridge = match link {
+        Some(l) => Some(
+            found
+                .next()
+                .flatten()
+                .filter(nl::link_is_bridge)
+                .ok_or_else(|| NetError::BadKey {
+                    key: format!("{}.link", spec.index),
+                    value: l.to_string(),
+                    reason: "no such bridge on the host".into(),
+                })?
+                .header
+                .index,
+        ),
+        None => None,
+    };
+    let mut peer = LinkMessage::default();
+    peer.attributes
+        .push(LinkAttribute::IfName(inside.to_string()));
+    peer.attributes.push(LinkAttribute::NetNsPid(upid));
+    if let Some(m) = mac {
+        peer.attributes.push(LinkAttribute::Address(m.to_vec()));
+    }
+    if let Some(m) = spec.mtu {
+        peer.attributes.push(LinkAttribute::Mtu(m));
+    }
+    let mut msg = LinkMessage::default();
+    msg.header.flags = vec![LinkFlag::Up];
+    msg.header.change_mask = vec![LinkFlag::Up];
+    msg.attributes.push(LinkAttribute::IfName(host.to_string()));
+    if let Some(b) = bridge {
+        msg.attributes.push(LinkAttribute::Controller(b));
+    }
+    if let Some(m) = spec.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(m));
+    }
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    c.batch(vec![nl::Req::create(
+        RouteNetlinkMessage::NewLink(msg),
+        format!("create veth {host} / {inside} in pid {upid}"),
+    )])
+}
+
 fn configure_inside(pid: i32, plans: &[Plan]) -> Result<(), NetError> {
     struct Job {
         from: String,
@@ -624,108 +649,82 @@ fn configure_inside(pid: i32, plans: &[Plan]) -> Result<(), NetError> {
             })
         })
         .collect();
-    nl::in_netns(pid, || {
-        nl::with_handle(|h| async move {
-            let lo = nl::get_link(&h, "lo")
-                .await?
-                .ok_or_else(|| NetError::Netns {
+    let mut c = nl::Conn::in_netns_of(pid)?;
+    let links = c.links()?;
+    let index_of = |name: &str| {
+        links
+            .iter()
+            .find(|l| nl::link_name(l) == Some(name))
+            .map(|l| l.header.index)
+    };
+    let lo = index_of("lo").ok_or_else(|| NetError::Netns {
+        pid,
+        msg: "no loopback device".into(),
+    })?;
+    // Everything else goes out in one batch: the kernel applies it in order.
+    let mut reqs = vec![nl::Req::new(nl::msg_link_up(lo), 0, "set lo up")];
+    for j in &jobs {
+        let idx = index_of(&j.from).ok_or_else(|| NetError::Netns {
+            pid,
+            msg: format!("{} did not arrive", j.from),
+        })?;
+        if j.from != j.to {
+            if index_of(&j.to).is_some() {
+                return Err(NetError::Netns {
                     pid,
-                    msg: "no loopback device".into(),
-                })?;
-            h.link()
-                .set(lo.header.index)
-                .up()
-                .execute()
-                .await
-                .map_err(|e| nlerr("set lo up", e))?;
-            for j in &jobs {
-                let m = nl::get_link(&h, &j.from)
-                    .await?
-                    .ok_or_else(|| NetError::Netns {
-                        pid,
-                        msg: format!("{} did not arrive", j.from),
-                    })?;
-                let idx = m.header.index;
-                if j.from != j.to {
-                    if nl::get_link(&h, &j.to).await?.is_some() {
-                        return Err(NetError::Netns {
-                            pid,
-                            msg: format!("a link named {} already exists inside", j.to),
-                        });
-                    }
-                    h.link()
-                        .set(idx)
-                        .name(j.to.clone())
-                        .execute()
-                        .await
-                        .map_err(|e| nlerr(format!("rename {} to {}", j.from, j.to), e))?;
-                }
-                if let Some((a, p)) = j.v4 {
-                    h.address()
-                        .add(idx, IpAddr::V4(a), p)
-                        .execute()
-                        .await
-                        .map_err(|e| nlerr(format!("add {a}/{p} to {}", j.to), e))?;
-                }
-                if let Some((a, p)) = j.v6 {
-                    h.address()
-                        .add(idx, IpAddr::V6(a), p)
-                        .execute()
-                        .await
-                        .map_err(|e| nlerr(format!("add {a}/{p} to {}", j.to), e))?;
-                }
-                if !j.up {
-                    continue;
-                }
-                h.link()
-                    .set(idx)
-                    .up()
-                    .execute()
-                    .await
-                    .map_err(|e| nlerr(format!("set {} up", j.to), e))?;
-                match j.gw4 {
-                    Some(Some(gw)) => h
-                        .route()
-                        .add()
-                        .v4()
-                        .gateway(gw)
-                        .execute()
-                        .await
-                        .map_err(|e| nlerr(format!("default route via {gw}"), e))?,
-                    Some(None) => h
-                        .route()
-                        .add()
-                        .v4()
-                        .output_interface(idx)
-                        .scope(RouteScope::Link)
-                        .execute()
-                        .await
-                        .map_err(|e| nlerr(format!("default route dev {}", j.to), e))?,
-                    None => {}
-                }
-                match j.gw6 {
-                    Some(Some(gw)) => h
-                        .route()
-                        .add()
-                        .v6()
-                        .gateway(gw)
-                        .execute()
-                        .await
-                        .map_err(|e| nlerr(format!("default route via {gw}"), e))?,
-                    Some(None) => h
-                        .route()
-                        .add()
-                        .v6()
-                        .output_interface(idx)
-                        .execute()
-                        .await
-                        .map_err(|e| nlerr(format!("IPv6 default route dev {}", j.to), e))?,
-                    None => {}
-                }
+                    msg: format!("a link named {} already exists inside", j.to),
+                });
             }
-            Ok(())
-        })
-    })
+            reqs.push(nl::Req::new(
+                nl::msg_rename(idx, &j.to),
+                0,
+                format!("rename {} to {}", j.from, j.to),
+            ));
+        }
+        if let Some((a, p)) = j.v4 {
+            reqs.push(nl::Req::create(
+                nl::msg_add_addr(idx, IpAddr::V4(a), p),
+                format!("add {a}/{p} to {}", j.to),
+            ));
+        }
+        if let Some((a, p)) = j.v6 {
+            reqs.push(nl::Req::create(
+                nl::msg_add_addr(idx, IpAddr::V6(a), p),
+                format!("add {a}/{p} to {}", j.to),
+            ));
+        }
+        if !j.up {
+            continue;
+        }
+        reqs.push(nl::Req::new(
+            nl::msg_link_up(idx),
+            0,
+            format!("set {} up", j.to),
+        ));
+        match j.gw4 {
+            Some(Some(gw)) => reqs.push(nl::Req::create(
+                nl::msg_default_route(false, Some(IpAddr::V4(gw)), idx),
+                format!("default route via {gw}"),
+            )),
+            Some(None) => reqs.push(nl::Req::create(
+                nl::msg_default_route(false, None, idx),
+                format!("default route dev {}", j.to),
+            )),
+            None => {}
+        }
+        match j.gw6 {
+            Some(Some(gw)) => reqs.push(nl::Req::create(
+                nl::msg_default_route(true, Some(IpAddr::V6(gw)), idx),
+                format!("default route via {gw}"),
+            )),
+            Some(None) => reqs.push(nl::Req::create(
+                nl::msg_default_route(true, None, idx),
+                format!("IPv6 default route dev {}", j.to),
+            )),
+            None => {}
+        }
+    }
+    c.batch(reqs)
 }
 
 /// Removes what [`setup`] made (host veths if still there, published ports); leases stay.
@@ -736,12 +735,12 @@ pub fn teardown(store: &NetStore, attached: &Attached) -> Result<(), NetError> {
         .iter()
         .filter_map(|i| i.host_veth.clone())
         .collect();
-    nl::with_handle(|h| async move {
+    if !veths.is_empty() {
+        let mut c = nl::Conn::new()?;
         for v in &veths {
-            nl::del_link(&h, v).await?;
+            c.del_link(v)?;
         }
-        Ok(())
-    })?;
+    }
     let phys: Vec<(String, Option<String>)> = attached
         .ifaces
         .iter()

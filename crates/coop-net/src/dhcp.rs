@@ -37,18 +37,23 @@ fn derr(net: &str, msg: impl Into<String>) -> NetError {
 /// Writes the `mac,ip` hosts file dnsmasq re-reads on SIGHUP.
 pub(crate) fn write_hosts(run_dir: &Path, net: &str, leases: &[Lease]) -> Result<(), NetError> {
     let f = files(run_dir, net);
-    let mut text = String::new();
-    for l in leases {
-        if let Some(mac) = &l.hwaddr {
-            text.push_str(&format!("{mac},{}\n", l.ip));
-        }
-    }
+    let text = hosts_text(leases);
     let tmp = f.hosts.with_extension("tmp");
     fs::write(&tmp, text).map_err(|e| NetError::io(&tmp, e))?;
     // dnsmasq re-reads the file after dropping root.
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
         .map_err(|e| NetError::io(&tmp, e))?;
     fs::rename(&tmp, &f.hosts).map_err(|e| NetError::io(&f.hosts, e))
+}
+
+fn hosts_text(leases: &[Lease]) -> String {
+    let mut text = String::new();
+    for l in leases {
+        if let Some(mac) = &l.hwaddr {
+            text.push_str(&format!("{mac},{}\n", l.ip));
+        }
+    }
+    text
 }
 
 /// The pid of our running dnsmasq for `net`, verified through its command line (a stale
@@ -73,8 +78,16 @@ fn world_reachable(path: &Path) -> bool {
 
 /// Starts dnsmasq for `net` unless it runs; otherwise makes it re-read its hosts file.
 pub(crate) fn ensure(run_dir: &Path, net: &Network, leases: &[Lease]) -> Result<(), NetError> {
+    let running = running_pid(run_dir, &net.name);
+    if running.is_some() {
+        // A restart with the same lease changes nothing: spare the rewrite and the reload.
+        let current = fs::read(files(run_dir, &net.name).hosts).ok();
+        if current.as_deref() == Some(hosts_text(leases).as_bytes()) {
+            return Ok(());
+        }
+    }
     write_hosts(run_dir, &net.name, leases)?;
-    if let Some(pid) = running_pid(run_dir, &net.name) {
+    if let Some(pid) = running {
         kill(Pid::from_raw(pid), Signal::SIGHUP)
             .map_err(|e| derr(&net.name, format!("SIGHUP to pid {pid}: {e}")))?;
         return Ok(());

@@ -3,11 +3,21 @@
 //!
 //! The engine calls [`setup`] from its monitor after cloning the container's init into a
 //! new network namespace and before that init execs, and [`teardown`] when it stops.
-//! Links, addresses and routes are made through rtnetlink (a small current-thread tokio
-//! runtime per call keeps the API synchronous); NAT and port forwarding live in one
-//! nftables table owned by coop (`table inet coop`, applied atomically via `nft -j -f -`);
-//! DHCP is one `dnsmasq` per bridge serving only the leases coop allocated
-//! (static mode, MAC → address).
+//! Links, addresses and routes are made through rtnetlink; NAT and port forwarding live
+//! in one nftables table owned by coop (`table inet coop`, applied atomically via
+//! `nft -j -f -`); DHCP is one `dnsmasq` per bridge serving only the leases coop
+//! allocated (static mode, MAC → address).
+//!
+//! Start latency: [`setup`] runs between clone and exec of the container's init, and
+//! [`NetStore::ensure_up`] just before it, so both stay in-process and batched. On a
+//! ready network they spawn nothing: readiness is one netlink link query, one address
+//! dump, one nfnetlink table query (no `nft`) and a dnsmasq pid check; the veth pair is
+//! one RTM_NEWLINK (container end made directly in the init's namespace), the inside
+//! configuration (lo up, address, link up, routes) one batched datagram on a blocking
+//! socket (no async runtime, no helper thread); a restart that keeps its lease rewrites
+//! neither the lease file nor dnsmasq's hosts file (no SIGHUP). `nft` runs only when
+//! published ports change or the table must be rebuilt. Colder paths (network
+//! create/remove, macvlan/phys, stats) use rtnetlink on a per-call current-thread runtime.
 //!
 //! Published ports (`coop.net.N.publish = [HOSTIP:]HOSTPORT:PORT[/tcp|udp]`) are DNAT
 //! rules for connections to any local address of the host (or to `HOSTIP`): they work from

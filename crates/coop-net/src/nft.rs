@@ -200,14 +200,81 @@ pub(crate) fn apply(doc: &Value) -> Result<(), NetError> {
 }
 
 /// Whether table `inet <table>` exists (a read, no transaction).
+/// Whether table `inet <table>` exists, asked over nfnetlink (NFT_MSG_GETTABLE) rather
+/// than by running `nft`: this runs on every container start and a process spawn costs
+/// milliseconds. Any failure (no nf_tables, no permission) counts as "missing", which
+/// makes the caller rebuild the table with `nft`.
 pub(crate) fn table_exists(table: &str) -> bool {
-    Command::new("nft")
-        .args(["list", "table", "inet", table])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    table_query(table).unwrap_or(false)
+}
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFPROTO_INET: u8 = 1;
+const NLMSG_ERROR: u16 = 2;
+
+/// The GETTABLE request: nlmsghdr, nfgenmsg, one NFTA_TABLE_NAME attribute.
+fn gettable_request(table: &str, seq: u32) -> Vec<u8> {
+    let name_len = table.len() + 1;
+    let attr_len = 4 + name_len;
+    let total = 16 + 4 + attr_len.next_multiple_of(4);
+    let mut b = Vec::with_capacity(total);
+    b.extend_from_slice(&(total as u32).to_ne_bytes());
+    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: family, version (NFNETLINK_V0), resource id (big endian, unused).
+    b.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+    b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    b.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+    b.extend_from_slice(table.as_bytes());
+    b.push(0);
+    b.resize(total, 0);
+    b
+}
+
+fn table_query(table: &str) -> Option<bool> {
+    let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER).ok()?;
+    sock.bind_auto().ok()?;
+    let seq = 1;
+    sock.send_to(
+        &gettable_request(table, seq),
+        &netlink_sys::SocketAddr::new(0, 0),
+        0,
+    )
+    .ok()?;
+    let mut found = false;
+    // The kernel answers before sendto returns: a NEWTABLE, then the ACK (or only an
+    // error such as ENOENT). Bounded, in case of surprises.
+    for _ in 0..8 {
+        let (data, _) = sock.recv_from_full().ok()?;
+        let mut off = 0;
+        while off + 16 <= data.len() {
+            let len = u32::from_ne_bytes(data[off..off + 4].try_into().ok()?) as usize;
+            let ty = u16::from_ne_bytes(data[off + 4..off + 6].try_into().ok()?);
+            let mseq = u32::from_ne_bytes(data[off + 8..off + 12].try_into().ok()?);
+            if len < 16 || off + len > data.len() {
+                return None;
+            }
+            if mseq == seq {
+                if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+                    found = true;
+                } else if ty == NLMSG_ERROR {
+                    if len < 20 {
+                        return None;
+                    }
+                    let code = i32::from_ne_bytes(data[off + 16..off + 20].try_into().ok()?);
+                    return Some(found && code == 0);
+                }
+            }
+            off += len.next_multiple_of(4);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -256,5 +323,54 @@ mod tests {
         assert_eq!(text.matches(r#""right":8080"#).count(), 2);
         let v = ruleset("coop", &nets, &[], false);
         assert!(v.to_string().contains(r#""policy":"accept""#));
+    }
+
+    #[test]
+    fn gettable_request_layout() {
+        let b = gettable_request("coop", 7);
+        // header 16 + nfgenmsg 4 + attribute 4 + "coop\0" padded to 8.
+        assert_eq!(b.len(), 32);
+        assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()), 32);
+        assert_eq!(u16::from_ne_bytes(b[4..6].try_into().unwrap()), 0x0a01);
+        assert_eq!(u32::from_ne_bytes(b[8..12].try_into().unwrap()), 7);
+        assert_eq!(b[16], NFPROTO_INET);
+        assert_eq!(u16::from_ne_bytes(b[20..22].try_into().unwrap()), 9);
+        assert_eq!(u16::from_ne_bytes(b[22..24].try_into().unwrap()), 1);
+        assert_eq!(&b[24..29], b"coop\0");
+    }
+
+    #[test]
+    fn table_exists_asks_the_kernel() {
+        let have_nft = Command::new("nft")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !nix::unistd::geteuid().is_root() || !have_nft {
+            eprintln!("SKIP: needs root and nft");
+            return;
+        }
+        let name = format!("cooptx{}", std::process::id());
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "inet", &self.0])
+                    .status();
+            }
+        }
+        assert!(!table_exists(&name));
+        let ok = Command::new("nft")
+            .args(["add", "table", "inet", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let _d = Del(name.clone());
+        assert!(table_exists(&name));
+        // Same name in another family is not ours.
+        assert!(!table_exists(&format!("{name}x")));
+        drop(_d);
+        assert!(!table_exists(&name));
     }
 }

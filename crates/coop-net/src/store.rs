@@ -1,10 +1,12 @@
 //! Network definitions, leases and published ports on disk, and the host-side objects
 //! (bridge, nft table, dnsmasq) derived from them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -96,7 +98,12 @@ pub struct PortRule {
 pub struct NetStore {
     dir: PathBuf,
     table: String,
+    /// Networks found ready by `ensure_up`, and when.
+    verified: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long an `ensure_up` check stands in for the one `setup` makes.
+const VERIFIED_FOR: Duration = Duration::from_secs(1);
 
 pub(crate) struct Lock(#[allow(dead_code)] Flock<File>);
 
@@ -188,6 +195,7 @@ impl NetStore {
         Ok(NetStore {
             dir: state_dir.to_path_buf(),
             table: table.to_string(),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -492,7 +500,9 @@ impl NetStore {
     }
 
     /// Recreates bridge, address, rules and dnsmasq of `name` where missing (e.g. after a
-    /// host reboot).
+    /// host reboot). When all are there (bridge up with its address, our nft table,
+    /// dnsmasq alive, forwarding on) it changes nothing and spawns nothing: this runs on
+    /// every container start.
     pub fn ensure_up(&self, name: &str) -> Result<Network, NetError> {
         let _l = self.lock()?;
         self.ensure_up_locked(name)
@@ -502,33 +512,58 @@ impl NetStore {
         let net = self
             .get(name)?
             .ok_or_else(|| NetError::NoSuchNetwork(name.to_string()))?;
-        self.bring_up(&net)?;
+        if !self.is_ready(&net)? {
+            self.bring_up(&net)?;
+        }
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(name.to_string(), Instant::now());
+        }
         Ok(net)
     }
 
+    /// Whether bridge (up, with its address), our nft table and dnsmasq are all there:
+    /// two netlink round trips, one nfnetlink query and two small file reads, no process.
+    fn is_ready(&self, net: &Network) -> Result<bool, NetError> {
+        let mut c = nl::Conn::new()?;
+        let Some(m) = c.get_link(&net.name)? else {
+            return Ok(false);
+        };
+        if !nl::link_is_bridge(&m) || !nl::link_is_up(&m) {
+            return Ok(false);
+        }
+        let idx = m.header.index;
+        let want = IpAddr::V4(net.bridge_addr);
+        let has_addr = c
+            .addrs()?
+            .iter()
+            .any(|(i, a, p)| *i == idx && *a == want && *p == net.prefix);
+        // A host that lost forwarding (sysctl reset) needs apply_nft to turn it back on.
+        let forwarding = fs::read("/proc/sys/net/ipv4/ip_forward")
+            .map(|v| v.first() == Some(&b'1'))
+            .unwrap_or(false);
+        Ok(has_addr
+            && forwarding
+            && dhcp::running_pid(&self.run_dir(), &net.name).is_some()
+            && nft::table_exists(&self.table))
+    }
+
     /// The cheap check made on every container start: repairs (like `ensure_up`) only when
-    /// the bridge, its address, our table or dnsmasq is missing.
+    /// the bridge, its address, our table or dnsmasq is missing. Skipped when this store
+    /// verified `name` through `ensure_up` an instant ago (the monitor does both in a row).
     pub(crate) fn ensure_ready_locked(&self, name: &str) -> Result<Network, NetError> {
         let net = self
             .get(name)?
             .ok_or_else(|| NetError::NoSuchNetwork(name.to_string()))?;
-        let (n, a, p) = (net.name.clone(), net.bridge_addr, net.prefix);
-        let bridge_ok = nl::with_handle(|h| async move {
-            let Some(m) = nl::get_link(&h, &n).await? else {
-                return Ok(false);
-            };
-            if !nl::link_is_bridge(&m) || !nl::link_is_up(&m) {
-                return Ok(false);
-            }
-            Ok(nl::all_addrs(&h)
-                .await?
-                .iter()
-                .any(|(i, x, q)| *i == m.header.index && *x == IpAddr::V4(a) && *q == p))
-        })?;
-        let ready = bridge_ok
-            && dhcp::running_pid(&self.run_dir(), name).is_some()
-            && nft::table_exists(&self.table);
-        if !ready {
+        let fresh = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(name).map(|t| t.elapsed() < VERIFIED_FOR))
+            .unwrap_or(false);
+        if fresh {
+            return Ok(net);
+        }
+        if !self.is_ready(&net)? {
             self.bring_up(&net)?;
         }
         Ok(net)
@@ -616,14 +651,19 @@ impl NetStore {
                 }
             },
         };
-        leases.retain(|l| !mine(l));
-        leases.push(Lease {
+        let lease = Lease {
             container: container.to_string(),
             index,
             hwaddr: hwaddr.map(str::to_string),
             ip,
             fixed: fixed.is_some(),
-        });
+        };
+        // A restart keeps its lease: no need to rewrite the file.
+        if leases.iter().filter(|l| mine(l)).eq([&lease]) {
+            return Ok(ip);
+        }
+        leases.retain(|l| !mine(l));
+        leases.push(lease);
         self.write_leases(&net.name, &leases)?;
         Ok(ip)
     }

@@ -1263,3 +1263,124 @@ fn veth_on_a_bridge_coop_does_not_own() {
     .to_string();
     assert!(e.contains("publish"), "{e}");
 }
+
+/// Handle of our nft table: a rebuild (delete + add) gives it a new one.
+fn table_handle(table: &str) -> Option<u64> {
+    let out = sh(&["nft", "-j", "list", "table", "inet", table]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|e| e["table"]["handle"].as_u64())
+}
+
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .ino()
+}
+
+#[test]
+fn restart_on_a_ready_network_rebuilds_nothing() {
+    require_host!();
+    let _s = serial();
+    let mut env = Env::new();
+    let (net, gw) = env.net(true);
+    let handle = table_handle(&env.table).expect("table exists");
+    let pids = env.dnsmasq_pids();
+    assert_eq!(pids.len(), 1);
+    // ensure_up on a ready network: no nft rebuild, same dnsmasq.
+    env.store.ensure_up(&net).unwrap();
+    assert_eq!(table_handle(&env.table), Some(handle), "table rebuilt");
+    assert_eq!(env.dnsmasq_pids(), pids);
+
+    let spec = veth_spec(&net, &[]);
+    let c = format!("ct{}s", env.tag);
+    let ns = Ns::new();
+    let a = setup(&env.store, &c, ns.pid, &spec).unwrap();
+    let ip = ip_of(&a);
+    teardown(&env.store, &a).unwrap();
+    drop(ns);
+    let leases = env.dir.path().join("leases").join(format!("{net}.json"));
+    let hosts = env.dir.path().join("run").join(format!("{net}.dhcp-hosts"));
+    let (li, hi) = (inode(&leases), inode(&hosts));
+    let hosts_text = fs::read_to_string(&hosts).unwrap();
+    assert!(hosts_text.contains(&ip), "{hosts_text}");
+
+    // Restart with the same lease and MAC: lease file and DHCP hosts file untouched.
+    let ns = Ns::new();
+    let again = setup(&env.store, &c, ns.pid, &spec).unwrap();
+    let _g = Att {
+        store: &env.store,
+        a: Some(again.clone()),
+    };
+    assert_eq!(ip_of(&again), ip);
+    assert_eq!(inode(&leases), li, "lease file rewritten");
+    assert_eq!(inode(&hosts), hi, "DHCP hosts file rewritten");
+    assert_eq!(table_handle(&env.table), Some(handle), "table rebuilt");
+    assert_eq!(env.dnsmasq_pids(), pids);
+    assert!(ns.ping(&gw));
+
+    // A new MAC for the same interface does update the hosts file.
+    let spec2 = veth_spec(&net, &[]);
+    assert_ne!(spec2[0].hwaddr, spec[0].hwaddr);
+    drop(_g);
+    drop(ns);
+    let ns = Ns::new();
+    let third = setup(&env.store, &c, ns.pid, &spec2).unwrap();
+    let _g = Att {
+        store: &env.store,
+        a: Some(third),
+    };
+    let text = fs::read_to_string(&hosts).unwrap();
+    assert!(
+        text.contains(spec2[0].hwaddr.as_deref().unwrap()),
+        "hosts file not updated: {text}"
+    );
+    assert!(ns.ping(&gw));
+}
+
+#[test]
+fn failure_inside_the_namespace_rolls_back() {
+    require_host!();
+    let _s = serial();
+    let mut env = Env::new();
+    let (net, _gw) = env.net(true);
+    // Another container holds a lease, so the lease file exists and must come back as is.
+    let other = Ns::new();
+    let o = setup(
+        &env.store,
+        &format!("ct{}o", env.tag),
+        other.pid,
+        &veth_spec(&net, &[]),
+    )
+    .unwrap();
+    let _go = Att {
+        store: &env.store,
+        a: Some(o),
+    };
+    let before = snapshot(&env);
+    // An off-link gateway: the veth is made and configured, then the route is refused
+    // (the last request of the batch), so everything before it must be undone.
+    let spec = veth_spec(&net, &[("0.ipv4.gateway", "192.0.2.77")]);
+    let c = format!("ct{}f", env.tag);
+    let ns = Ns::new();
+    let e = setup(&env.store, &c, ns.pid, &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("default route via 192.0.2.77"), "{e}");
+    assert!(
+        !link_exists(&host_veth_name(&c, 0)),
+        "host veth left behind"
+    );
+    assert_eq!(snapshot(&env), before);
+    // The same container then starts fine with a usable gateway.
+    let ok = setup(&env.store, &c, ns.pid, &veth_spec(&net, &[])).unwrap();
+    let _g = Att {
+        store: &env.store,
+        a: Some(ok),
+    };
+    let route = ns.stdout(&["ip", "-4", "route"]);
+    assert!(route.contains("default via"), "{route}");
+}

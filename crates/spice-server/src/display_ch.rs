@@ -1,77 +1,80 @@
-//! The display channel: the primary surface, then damage as DRAW_COPY updates.
+//! The display channel: the primary surface, then damage as DRAW_COPY updates, with
+//! per-client image encoding (see [`crate::imaging`]) and video streams.
 //!
 //! A client first gets SURFACE_CREATE and one full-screen DRAW_COPY (spicy-screenshot
 //! saves on the first draw, so the first frame must be a single message), then MARK.
-//! Afterwards damaged rectangles are merged, captured and sent at most `max_fps` times
-//! a second; moved areas become COPY_BITS when the client's copy of both areas is
-//! current. A client that falls behind the event stream gets a full refresh.
+//! Like spice-server, the first frame waits (briefly) for the client's INIT, which
+//! enables GLZ and the pixmap cache, and its PREFERRED_COMPRESSION. Afterwards damaged
+//! rectangles are merged, captured and sent at most `max_fps` times a second; moved
+//! areas become COPY_BITS when the client's copy of both areas is current. A client
+//! that falls behind the event stream gets a full refresh.
+//!
+//! An area redrawn as a whole at least 20 times in a row at more than 10 frames a
+//! second, with photographic content, becomes an MJPEG video stream (STREAM_CREATE,
+//! then one STREAM_DATA per update); a second without frames, or drawing across its
+//! edge, ends it (STREAM_DESTROY) and the area is redrawn losslessly.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coop_display::{merge_rects, Rect, SourceEvent};
-use spice_codecs::lz::{self, LzImageType};
 use spice_codecs::ImageRef;
 use spice_proto::consts::{
-    bitmap_flags, bitmap_fmt, image_compression, image_scale_mode, ropd, surface_flags, surface_fmt,
+    caps, image_scale_mode, ropd, stream_flags, surface_flags, surface_fmt, video_codec,
 };
-use spice_proto::display::CopyData;
-use spice_proto::link::LinkInfo;
-use spice_proto::types::{Bitmap, Clip, DisplayBase, Image, ImageData, Point, QMask};
-use spice_proto::{DisplayClientMsg, DisplayServerMsg, Message};
+use spice_proto::display::{CopyData, StreamCreate};
+use spice_proto::link::{has_cap, LinkInfo};
+use spice_proto::types::{Clip, DisplayBase, Point, QMask};
+use spice_proto::{DisplayClientMsg, DisplayServerMsg, Message, RawMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::conn::{Channel, Out};
-use crate::{ImageCompression, ServerError, Shared};
+use crate::imaging::{is_photographic, ClientImaging};
+use crate::{ImageCompression, ServerError, Session, Shared};
 
 /// Largest display-channel message from a client.
 const MAX_DISPLAY_MSG: u32 = 64 * 1024;
-/// Images with fewer pixels go raw: LZ's header costs more than it saves.
-const RAW_BELOW_PIXELS: u64 = 256;
 /// Rectangles per update after merging.
 const MAX_RECTS: usize = 16;
+/// How long the first frame waits for the client's display INIT (spice-gtk sends it as
+/// soon as the channel is up; it sizes the GLZ dictionary and the pixmap cache).
+const INIT_WAIT: Duration = Duration::from_millis(500);
+/// How long after INIT further client messages (its compression preference) are awaited.
+const PREFERENCE_GRACE: Duration = Duration::from_millis(20);
+/// An area becomes a video stream after this many whole redraws in a row, each at
+/// most [`STREAM_MAX_GAP`] after the previous one (more than 10 frames a second).
+const STREAM_MIN_FRAMES: u32 = 20;
+const STREAM_MAX_GAP: Duration = Duration::from_millis(100);
+/// Smaller areas are never streamed.
+const STREAM_MIN_PIXELS: u64 = 96 * 64;
+/// A stream without frames for this long ends (and its area is redrawn losslessly).
+const STREAM_IDLE: Duration = Duration::from_secs(1);
+const STREAM_JPEG_QUALITY: u8 = 85;
+/// Frames are stamped this far ahead of the multimedia clock so spice-gtk, which
+/// schedules frames by stamp, never sees them as late.
+const STREAM_LATENCY_MS: u32 = 100;
 
-static IMAGE_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Builds a DRAW_COPY of `w`×`h` BGRX pixels at (`x`, `y`) on the primary surface.
-pub(crate) fn draw_copy(x: u32, y: u32, w: u32, h: u32, data: &[u8], lz_on: bool) -> Out {
-    let raw_len = w as usize * h as usize * 4;
-    let mut img = None;
-    if lz_on && u64::from(w) * u64::from(h) >= RAW_BELOW_PIXELS {
-        let r = ImageRef {
-            width: w,
-            height: h,
-            stride: w as usize * 4,
-            data,
-        };
-        match lz::encode(&r, LzImageType::Rgb32) {
-            Ok(enc) if enc.len() < raw_len => img = Some(ImageData::LzRgb(enc)),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "LZ encoding failed; sending raw"),
-        }
-    }
-    let data = img.unwrap_or_else(|| {
-        ImageData::Bitmap(Bitmap {
-            format: bitmap_fmt::BIT32,
-            flags: bitmap_flags::TOP_DOWN,
-            width: w,
-            height: h,
-            stride: w * 4,
-            palette: None,
-            data: data[..raw_len.min(data.len())].to_vec(),
-        })
-    });
-    let image = Image {
-        id: IMAGE_ID.fetch_add(1, Ordering::Relaxed),
-        flags: 0,
+/// Builds a DRAW_COPY of `w`×`h` tightly packed BGRX pixels at (`x`, `y`) on the
+/// primary surface, preceded by any cache invalidations the image needs.
+pub(crate) fn draw_copy(
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+    data: &[u8],
+    imaging: &mut ClientImaging,
+) -> Vec<Out> {
+    let r = ImageRef {
         width: w,
         height: h,
+        stride: w as usize * 4,
         data,
     };
-    Out::of(&DisplayServerMsg::DrawCopy {
+    let (image, mut out) = imaging.image(&r);
+    out.push(Out::of(&DisplayServerMsg::DrawCopy {
         base: base(x, y, w, h),
         copy: CopyData {
             src_bitmap: Some(Box::new(image)),
@@ -80,7 +83,8 @@ pub(crate) fn draw_copy(x: u32, y: u32, w: u32, h: u32, data: &[u8], lz_on: bool
             scale_mode: image_scale_mode::NEAREST,
             mask: QMask::default(),
         },
-    })
+    }));
+    out
 }
 
 fn base(x: u32, y: u32, w: u32, h: u32) -> DisplayBase {
@@ -97,15 +101,66 @@ fn base(x: u32, y: u32, w: u32, h: u32) -> DisplayBase {
 }
 
 struct Display {
-    lz_config: bool,
-    client_wants_raw: bool,
+    /// Locked only by the encoder task of the update being sent.
+    imaging: Arc<Mutex<ClientImaging>>,
     width: u32,
     height: u32,
+    detector: StreamDetector,
+    stream: Option<VideoStream>,
+    next_stream_id: u32,
+    /// An earlier display channel of this session existed.
+    relinked: bool,
 }
 
 impl Display {
-    fn lz(&self) -> bool {
-        self.lz_config && !self.client_wants_raw
+    /// Encodes off the async threads and queues the messages in order.
+    async fn send_image(&self, ch: &Channel, r: Rect, data: Vec<u8>) -> Result<(), ServerError> {
+        let imaging = self.imaging.clone();
+        let outs = tokio::task::spawn_blocking(move || {
+            let mut im = imaging.lock().unwrap_or_else(|p| p.into_inner());
+            draw_copy(r.x, r.y, r.w, r.h, &data, &mut im)
+        })
+        .await
+        .map_err(|_| ServerError::Protocol("image encoder task failed".into()))?;
+        for o in outs {
+            ch.send(o).await?;
+        }
+        Ok(())
+    }
+
+    fn imaging(&self) -> std::sync::MutexGuard<'_, ClientImaging> {
+        self.imaging.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles one client message.
+    fn on_client(&self, m: DisplayClientMsg) {
+        match m {
+            DisplayClientMsg::Init {
+                pixmap_cache_size,
+                glz_dictionary_window_size,
+                ..
+            } => {
+                tracing::debug!(
+                    pixmap_cache_size,
+                    glz_dictionary_window_size,
+                    "display init"
+                );
+                // spice-gtk empties its GLZ window only when a session connects, so a
+                // display channel relinked within a session cannot restart image ids
+                // at 0: it goes without GLZ (LZ instead).
+                let glz = if self.relinked {
+                    0
+                } else {
+                    glz_dictionary_window_size
+                };
+                self.imaging().init(pixmap_cache_size, glz);
+            }
+            DisplayClientMsg::PreferredCompression(c) => match ImageCompression::from_wire(c) {
+                Some(m) => self.imaging().preferred = Some(m),
+                None => tracing::info!(value = c, "ignoring unknown preferred compression"),
+            },
+            _ => {}
+        }
     }
 
     /// (Re)creates the primary surface and sends the whole screen.
@@ -116,6 +171,10 @@ impl Display {
         recreate: bool,
     ) -> Result<(), ServerError> {
         let frame = shared.source.capture_full().await?;
+        if let Some(st) = self.stream.take() {
+            ch.send_msg(&DisplayServerMsg::StreamDestroy { id: st.id })
+                .await?;
+        }
         if recreate {
             ch.send_msg(&DisplayServerMsg::SurfaceDestroy { surface_id: 0 })
                 .await?;
@@ -130,45 +189,223 @@ impl Display {
             flags: surface_flags::PRIMARY,
         })
         .await?;
-        let lz_on = self.lz();
-        let out = tokio::task::spawn_blocking(move || {
-            let mut data = frame.data;
-            if frame.stride != frame.width as usize * 4 {
-                data = pack(&data, frame.stride, frame.width, frame.height);
-            }
-            draw_copy(0, 0, frame.width, frame.height, &data, lz_on)
-        })
-        .await
-        .map_err(|_| ServerError::Protocol("image encoder task failed".into()))?;
-        ch.send(out).await
+        let mut data = frame.data;
+        if frame.stride != frame.width as usize * 4 {
+            data = pack(&data, frame.stride, frame.width, frame.height);
+        }
+        if data.len() < frame.width as usize * frame.height as usize * 4 {
+            return Err(ServerError::Protocol(format!(
+                "display source returned {} bytes for a {}x{} frame",
+                data.len(),
+                frame.width,
+                frame.height
+            )));
+        }
+        self.send_image(ch, Rect::new(0, 0, frame.width, frame.height), data)
+            .await
     }
 
     /// Sends the dirty areas; `Ok(false)` when the screen changed size meanwhile.
     async fn update(
-        &self,
+        &mut self,
         shared: &Shared,
         ch: &Channel,
         dirty: &[Rect],
     ) -> Result<bool, ServerError> {
         let bounds = Rect::new(0, 0, self.width, self.height);
+        let mut frame_due = false;
         for r in merge_rects(dirty, bounds, MAX_RECTS) {
-            let data = match shared.source.capture(r).await {
-                Ok(d) => d,
-                Err(coop_display::DisplayError::OutOfBounds { .. }) => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
-            if data.len() < r.w as usize * r.h as usize * 4 {
-                return Ok(false);
+            if let Some(st) = &self.stream {
+                if st.rect.contains(&r) {
+                    frame_due = true;
+                    continue;
+                }
+                if st.rect.intersect(&r).is_some() {
+                    // Drawing across the video's edge: back to plain updates.
+                    if !self.end_stream(shared, ch).await? {
+                        return Ok(false);
+                    }
+                }
             }
-            let lz_on = self.lz();
-            let out =
-                tokio::task::spawn_blocking(move || draw_copy(r.x, r.y, r.w, r.h, &data, lz_on))
-                    .await
-                    .map_err(|_| ServerError::Protocol("image encoder task failed".into()))?;
-            ch.send(out).await?;
+            let Some(photo) = self.capture_and_send(shared, ch, r).await? else {
+                return Ok(false);
+            };
+            // Like spice-server's "filter" streaming mode, only photographic content
+            // (video, not a scrolling terminal) is sent lossy.
+            if self.stream.is_none() && self.detector.redrawn(r, std::time::Instant::now()) && photo
+            {
+                self.start_stream(ch, r).await?;
+                shared
+                    .video_streams
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if frame_due {
+            return self.stream_frame(shared, ch).await;
         }
         Ok(true)
     }
+
+    /// Captures `r` and sends it losslessly; `Ok(None)` when `r` is off the screen,
+    /// else whether the content looked photographic.
+    async fn capture_and_send(
+        &self,
+        shared: &Shared,
+        ch: &Channel,
+        r: Rect,
+    ) -> Result<Option<bool>, ServerError> {
+        let data = match shared.source.capture(r).await {
+            Ok(d) => d,
+            Err(coop_display::DisplayError::OutOfBounds { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if data.len() < r.w as usize * r.h as usize * 4 {
+            return Ok(None);
+        }
+        let photo = is_photographic(&ImageRef {
+            width: r.w,
+            height: r.h,
+            stride: r.w as usize * 4,
+            data: &data,
+        });
+        self.send_image(ch, r, data).await?;
+        Ok(Some(photo))
+    }
+
+    async fn start_stream(&mut self, ch: &Channel, rect: Rect) -> Result<(), ServerError> {
+        self.next_stream_id = self.next_stream_id.wrapping_add(1);
+        let id = self.next_stream_id;
+        tracing::debug!(id, ?rect, "starting a video stream");
+        ch.send_msg(&DisplayServerMsg::StreamCreate(StreamCreate {
+            surface_id: 0,
+            id,
+            flags: stream_flags::TOP_DOWN,
+            codec_type: video_codec::MJPEG,
+            stamp: 0,
+            stream_width: rect.w,
+            stream_height: rect.h,
+            src_width: rect.w,
+            src_height: rect.h,
+            dest: spice_proto::types::Rect::new(
+                rect.x as i32,
+                rect.y as i32,
+                (rect.x + rect.w) as i32,
+                (rect.y + rect.h) as i32,
+            ),
+            clip: Clip::None,
+        }))
+        .await?;
+        self.stream = Some(VideoStream {
+            id,
+            rect,
+            last: Instant::now(),
+            frames: 0,
+        });
+        Ok(())
+    }
+
+    /// Sends the stream's area as one JPEG frame.
+    async fn stream_frame(&mut self, shared: &Shared, ch: &Channel) -> Result<bool, ServerError> {
+        let Some(st) = &mut self.stream else {
+            return Ok(true);
+        };
+        let r = st.rect;
+        let data = match shared.source.capture(r).await {
+            Ok(d) => d,
+            Err(coop_display::DisplayError::OutOfBounds { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let jpeg = tokio::task::spawn_blocking(move || {
+            spice_codecs::jpeg::encode(
+                &ImageRef {
+                    width: r.w,
+                    height: r.h,
+                    stride: r.w as usize * 4,
+                    data: &data,
+                },
+                STREAM_JPEG_QUALITY,
+            )
+        })
+        .await
+        .map_err(|_| ServerError::Protocol("video encoder task failed".into()))?;
+        let jpeg = match jpeg {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "JPEG encoding failed; ending the stream");
+                return self.end_stream(shared, ch).await;
+            }
+        };
+        st.last = Instant::now();
+        st.frames += 1;
+        shared
+            .video_frames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ch.send_msg(&DisplayServerMsg::StreamData {
+            id: st.id,
+            multi_media_time: crate::mm_time().wrapping_add(STREAM_LATENCY_MS),
+            data: jpeg,
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Destroys the stream and redraws its area losslessly (the client holds a lossy
+    /// frame there). `Ok(false)` when the area is no longer on the screen.
+    async fn end_stream(&mut self, shared: &Shared, ch: &Channel) -> Result<bool, ServerError> {
+        let Some(st) = self.stream.take() else {
+            return Ok(true);
+        };
+        tracing::debug!(id = st.id, frames = st.frames, "ending a video stream");
+        ch.send_msg(&DisplayServerMsg::StreamDestroy { id: st.id })
+            .await?;
+        Ok(self.capture_and_send(shared, ch, st.rect).await?.is_some())
+    }
+}
+
+/// A video stream the client is showing.
+struct VideoStream {
+    id: u32,
+    rect: Rect,
+    /// When the last frame was sent.
+    last: Instant,
+    frames: u64,
+}
+
+/// Finds areas redrawn as a whole, again and again, at a video's pace.
+#[derive(Default)]
+pub(crate) struct StreamDetector {
+    /// Rectangle → (consecutive quick redraws, last redraw).
+    seen: HashMap<Rect, (u32, std::time::Instant)>,
+}
+
+impl StreamDetector {
+    /// Notes that `r` was redrawn at `now`; true when it should become a stream.
+    pub(crate) fn redrawn(&mut self, r: Rect, now: std::time::Instant) -> bool {
+        if u64::from(r.w) * u64::from(r.h) < STREAM_MIN_PIXELS {
+            return false;
+        }
+        if self.seen.len() > 64 {
+            self.seen
+                .retain(|_, (_, t)| now.duration_since(*t) <= STREAM_MAX_GAP);
+        }
+        let e = self.seen.entry(r).or_insert((0, now));
+        e.0 = if e.0 > 0 && now.duration_since(e.1) <= STREAM_MAX_GAP {
+            e.0 + 1
+        } else {
+            1
+        };
+        e.1 = now;
+        if e.0 >= STREAM_MIN_FRAMES {
+            self.seen.remove(&r);
+            return true;
+        }
+        false
+    }
+}
+
+fn decode_client(m: &RawMessage) -> Result<DisplayClientMsg, ServerError> {
+    DisplayClientMsg::decode(m.msg_type, &m.body)
+        .map_err(|e| ServerError::Protocol(format!("display message type {}: {e}", m.msg_type)))
 }
 
 /// Repacks rows of `stride` bytes to tightly packed rows.
@@ -185,6 +422,7 @@ fn pack(data: &[u8], stride: usize, w: u32, h: u32) -> Vec<u8> {
 
 pub(crate) async fn run<S>(
     shared: &Arc<Shared>,
+    session: &Session,
     s: S,
     info: &LinkInfo,
     early: Vec<u8>,
@@ -194,21 +432,69 @@ where
 {
     let counters = Arc::new(vec![shared.total.clone(), shared.display.clone()]);
     let mut ch = Channel::start(s, info, early, MAX_DISPLAY_MSG, counters, "display");
-    let r = serve_display(shared, &mut ch).await;
+    let lz4_cap = has_cap(&info.peer_channel_caps, caps::display::LZ4_COMPRESSION);
+    let relinked = session
+        .display_links
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        > 0;
+    let r = serve_display(shared, &mut ch, lz4_cap, relinked).await;
     ch.close().await;
     r
 }
 
-async fn serve_display(shared: &Arc<Shared>, ch: &mut Channel) -> Result<(), ServerError> {
+async fn serve_display(
+    shared: &Arc<Shared>,
+    ch: &mut Channel,
+    lz4_cap: bool,
+    relinked: bool,
+) -> Result<(), ServerError> {
     // Subscribe before the first capture so no damage after it is missed.
     let mut events = shared.source.subscribe();
     ch.set_ack().await?;
-    let mut d = Display {
-        lz_config: shared.config.image_compression == ImageCompression::Lz,
-        client_wants_raw: false,
+    let d = Display {
+        imaging: Arc::new(Mutex::new(ClientImaging::new(
+            shared.config.image_compression,
+            lz4_cap,
+        ))),
         width: 0,
         height: 0,
+        detector: StreamDetector::default(),
+        stream: None,
+        next_stream_id: 0,
+        relinked,
     };
+    let mut d = d;
+    // Like spice-server, wait for the client's INIT before drawing: it decides whether
+    // GLZ and the pixmap cache may be used. Its PREFERRED_COMPRESSION follows at once.
+    let init_deadline = Instant::now() + INIT_WAIT;
+    let mut got_init = false;
+    while !got_init {
+        let m = tokio::select! {
+            m = ch.rx.recv() => m,
+            _ = tokio::time::sleep_until(init_deadline) => break,
+        };
+        let Some(m) = m else { return Ok(()) };
+        let m = decode_client(&m)?;
+        got_init = matches!(m, DisplayClientMsg::Init { .. });
+        d.on_client(m);
+    }
+    // spice-gtk sends PREFERRED_COMPRESSION right behind INIT; give it a moment.
+    let grace_end = Instant::now() + PREFERENCE_GRACE;
+    if got_init {
+        loop {
+            match tokio::time::timeout_at(grace_end, ch.rx.recv()).await {
+                Ok(Some(m)) => d.on_client(decode_client(&m)?),
+                Ok(None) => return Ok(()),
+                Err(_) => break,
+            }
+        }
+    }
+    if relinked && d.imaging().cache.is_some() {
+        // The session's client cache may hold what an earlier display channel of this
+        // session put there; our mirror starts empty, so empty it too.
+        ch.send_msg(&DisplayServerMsg::InvalAllPixmaps(Vec::new()))
+            .await?;
+    }
     d.full(shared, ch, false).await?;
     ch.send_msg(&DisplayServerMsg::Mark).await?;
 
@@ -219,21 +505,11 @@ async fn serve_display(shared: &Arc<Shared>, ch: &mut Channel) -> Result<(), Ser
     loop {
         let pending = full || !dirty.is_empty();
         let due = last + interval;
+        let stream_idle = d.stream.as_ref().map(|s| s.last + STREAM_IDLE);
         tokio::select! {
             m = ch.rx.recv() => {
                 let Some(m) = m else { return Ok(()) };
-                match DisplayClientMsg::decode(m.msg_type, &m.body) {
-                    Ok(DisplayClientMsg::PreferredCompression(c)) => {
-                        d.client_wants_raw = c == image_compression::OFF;
-                    }
-                    Ok(DisplayClientMsg::Init { .. }) | Ok(_) => {}
-                    Err(e) => {
-                        return Err(ServerError::Protocol(format!(
-                            "display message type {}: {e}",
-                            m.msg_type
-                        )))
-                    }
-                }
+                d.on_client(decode_client(&m)?);
             }
             e = events.recv() => match e {
                 Ok(SourceEvent::Damage(rs)) => {
@@ -245,7 +521,11 @@ async fn serve_display(shared: &Arc<Shared>, ch: &mut Channel) -> Result<(), Ser
                 Ok(SourceEvent::CopyRect { src, dst_x, dst_y }) => {
                     let dst = Rect::new(dst_x, dst_y, src.w, src.h);
                     let screen = Rect::new(0, 0, d.width, d.height);
+                    let in_stream = d.stream.as_ref().is_some_and(|s| {
+                        s.rect.intersect(&src).is_some() || s.rect.intersect(&dst).is_some()
+                    });
                     let clean = !full
+                        && !in_stream
                         && screen.contains(&src)
                         && screen.contains(&dst)
                         && !dirty.iter().any(|r| r.intersect(&src).is_some() || r.intersect(&dst).is_some());
@@ -269,6 +549,11 @@ async fn serve_display(shared: &Arc<Shared>, ch: &mut Channel) -> Result<(), Ser
                     return Err(ServerError::Protocol("display source stopped".into()));
                 }
             },
+            _ = tokio::time::sleep_until(stream_idle.unwrap_or(due)), if stream_idle.is_some() => {
+                if !d.end_stream(shared, ch).await? {
+                    full = true;
+                }
+            }
             _ = tokio::time::sleep_until(due), if pending => {
                 last = Instant::now();
                 let (w, h) = shared.source.size();
@@ -291,6 +576,7 @@ async fn serve_display(shared: &Arc<Shared>, ch: &mut Channel) -> Result<(), Ser
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spice_proto::types::{Image, ImageData};
 
     fn decode_copy(out: &Out) -> (DisplayBase, Image) {
         match DisplayServerMsg::decode(out.msg_type, &out.body).expect("decodable") {
@@ -306,15 +592,18 @@ mod tests {
     }
 
     #[test]
-    fn lz_draw_copy_round_trips() {
+    fn draw_copy_places_the_image_and_decodes_back() {
         let (w, h) = (64, 40);
         let px = pixels(w, h);
-        let (base, img) = decode_copy(&draw_copy(10, 20, w, h, &px, true));
+        let mut im = ClientImaging::new(ImageCompression::Lz, false);
+        let outs = draw_copy(10, 20, w, h, &px, &mut im);
+        assert_eq!(outs.len(), 1);
+        let (base, img) = decode_copy(&outs[0]);
         assert_eq!(base.bbox, spice_proto::types::Rect::new(10, 20, 74, 60));
         let ImageData::LzRgb(lz) = img.data else {
             panic!("expected LZ, got type {}", img.data.image_type())
         };
-        let bm = lz::decode(&lz, None).expect("LZ decodes");
+        let bm = spice_codecs::lz::decode(&lz, None).expect("LZ decodes");
         assert_eq!((bm.width, bm.height), (w, h));
         for y in 0..h {
             for x in 0..w {
@@ -326,21 +615,31 @@ mod tests {
     }
 
     #[test]
-    fn tiny_or_uncompressed_images_go_raw() {
-        let px = pixels(8, 8);
-        for lz_on in [true, false] {
-            let (_, img) = decode_copy(&draw_copy(0, 0, 8, 8, &px, lz_on));
-            let ImageData::Bitmap(b) = img.data else {
-                panic!("expected a raw bitmap")
-            };
-            assert_eq!(b.format, bitmap_fmt::BIT32);
-            assert_ne!(b.flags & bitmap_flags::TOP_DOWN, 0);
-            assert_eq!((b.width, b.height, b.stride), (8, 8, 32));
-            assert_eq!(b.data, px);
+    fn detector_wants_twenty_quick_whole_redraws_of_a_large_area() {
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let big = Rect::new(10, 10, 200, 150);
+        let mut d = StreamDetector::default();
+        // 19 redraws at 25 fps are not enough; the 20th is.
+        for i in 0..19 {
+            assert!(!d.redrawn(big, at(i * 40)), "redraw {i}");
         }
-        let big = pixels(100, 100);
-        let (_, img) = decode_copy(&draw_copy(0, 0, 100, 100, &big, false));
-        assert!(matches!(img.data, ImageData::Bitmap(_)));
+        assert!(d.redrawn(big, at(19 * 40)));
+        // A pause longer than 100 ms (under 10 fps) starts the count again.
+        let mut d = StreamDetector::default();
+        for i in 0..10 {
+            assert!(!d.redrawn(big, at(i * 40)));
+        }
+        let mut t = 10 * 40 + 150;
+        for _ in 0..19 {
+            assert!(!d.redrawn(big, at(t)));
+            t += 40;
+        }
+        assert!(d.redrawn(big, at(t)));
+        // Small areas never stream.
+        let small = Rect::new(0, 0, 40, 40);
+        let mut d = StreamDetector::default();
+        assert!((0..100).all(|i| !d.redrawn(small, at(i * 10))));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! It serves the main, display, inputs and cursor channels on a plain TCP port and/or a
 //! TLS port (rustls), with SPICE ticket (password) authentication. Every channel
 //! connection is its own tokio task with bounded queues, so a slow or hostile client
-//! only affects itself. A built-in VD agent on the main channel handles monitor
+//! only affects itself. Images are encoded per client as spice-server does
+//! ([`ImageCompression`]: QUIC for photos, GLZ/LZ otherwise, LZ4 on request), repeats
+//! come from the client's pixmap cache, and areas redrawn at video pace are sent as
+//! MJPEG streams. A built-in VD agent on the main channel handles monitor
 //! configuration (resize) and the clipboard in both directions.
 //!
 //! ```no_run
@@ -21,6 +24,7 @@
 mod conn;
 mod cursor_ch;
 mod display_ch;
+mod imaging;
 mod inputs_ch;
 mod main_ch;
 mod source;
@@ -54,14 +58,44 @@ pub enum Ticketing {
     Disabled,
 }
 
-/// How images are sent to clients.
+/// How images are sent to clients, with spice-server's `image-compression` meanings.
+/// A client's PREFERRED_COMPRESSION message overrides it for that client.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ImageCompression {
-    /// SPICE LZ (RGB32), except for tiny images.
+    /// Per image: tiny images raw, photographic ones QUIC, the rest GLZ (global LZ
+    /// against the client's dictionary; LZ before the client sent its dictionary size).
     #[default]
+    AutoGlz,
+    /// Per image: tiny images raw, photographic ones QUIC, the rest LZ.
+    AutoLz,
+    /// QUIC for every image that is not tiny.
+    Quic,
+    /// GLZ for every image that is not tiny.
+    Glz,
+    /// SPICE LZ (RGB32) for every image that is not tiny.
     Lz,
+    /// LZ4 when the client announced LZ4 support, else LZ.
+    Lz4,
     /// Raw 32-bit bitmaps.
     Off,
+}
+
+impl ImageCompression {
+    /// The setting a SPICE `image_compression` wire value names (`None` for INVALID
+    /// and unknown values).
+    pub fn from_wire(v: u8) -> Option<ImageCompression> {
+        use spice_proto::consts::image_compression as ic;
+        Some(match v {
+            ic::OFF => ImageCompression::Off,
+            ic::AUTO_GLZ => ImageCompression::AutoGlz,
+            ic::AUTO_LZ => ImageCompression::AutoLz,
+            ic::QUIC => ImageCompression::Quic,
+            ic::GLZ => ImageCompression::Glz,
+            ic::LZ => ImageCompression::Lz,
+            ic::LZ4 => ImageCompression::Lz4,
+            _ => return None,
+        })
+    }
 }
 
 /// The TLS port and its certificate.
@@ -97,7 +131,7 @@ impl Default for Config {
             port: Some(5930),
             tls: None,
             ticketing: Ticketing::Password(String::new()),
-            image_compression: ImageCompression::Lz,
+            image_compression: ImageCompression::AutoGlz,
             max_fps: 30,
             name: "coop".into(),
         }
@@ -143,6 +177,10 @@ pub struct ServerStats {
     pub display_bytes_out: u64,
     /// Bytes sent on all channels since start.
     pub bytes_out: u64,
+    /// Video streams started (areas redrawn at video pace, sent as MJPEG).
+    pub video_streams: u64,
+    /// MJPEG frames sent on video streams.
+    pub video_frames: u64,
 }
 
 /// One client session: the main channel and the channels that joined it.
@@ -152,6 +190,9 @@ pub(crate) struct Session {
     pub closed: watch::Receiver<bool>,
     /// Current mouse mode (`mouse_mode` bits: 1 server, 2 client).
     pub mouse_mode: Mutex<u16>,
+    /// Display channels linked so far; a relinked one must clear the client's pixmap
+    /// cache, which spice-gtk keeps per session.
+    pub display_links: AtomicUsize,
 }
 
 pub(crate) struct Shared {
@@ -162,6 +203,8 @@ pub(crate) struct Shared {
     pub connections: AtomicUsize,
     pub total: Arc<Counters>,
     pub display: Arc<Counters>,
+    pub video_streams: std::sync::atomic::AtomicU64,
+    pub video_frames: std::sync::atomic::AtomicU64,
     /// Set when the server stops; every connection task ends.
     pub stop: watch::Sender<bool>,
 }
@@ -279,6 +322,8 @@ impl Server {
                 connections: AtomicUsize::new(0),
                 total: Arc::default(),
                 display: Arc::default(),
+                video_streams: Default::default(),
+                video_frames: Default::default(),
                 stop: watch::channel(false).0,
             }),
             plain,
@@ -355,6 +400,8 @@ impl StatsHandle {
             sessions: s.sessions.lock().map(|m| m.len()).unwrap_or(0),
             display_bytes_out: s.display.bytes_out.load(Ordering::Relaxed),
             bytes_out: s.total.bytes_out.load(Ordering::Relaxed),
+            video_streams: s.video_streams.load(Ordering::Relaxed),
+            video_frames: s.video_frames.load(Ordering::Relaxed),
         }
     }
 }
@@ -465,7 +512,7 @@ where
     let mut closed = session.closed.clone();
     let work = async {
         match info.channel_type {
-            channel::DISPLAY => display_ch::run(&shared, s, &info, early).await,
+            channel::DISPLAY => display_ch::run(&shared, &session, s, &info, early).await,
             channel::INPUTS => inputs_ch::run(&shared, &session, s, &info, early).await,
             channel::CURSOR => cursor_ch::run(&shared, &session, s, &info, early).await,
             t => Err(ServerError::Protocol(format!(

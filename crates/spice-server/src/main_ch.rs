@@ -112,6 +112,7 @@ where
             id,
             closed: closed_rx,
             mouse_mode: Mutex::new(MOUSE_CLIENT),
+            display_links: Default::default(),
         });
         map.insert(id, s.clone());
         s

@@ -387,3 +387,293 @@ async fn cursor_shape_and_pointer_position() {
         .await
         .expect("no cursor MOVE to the new position");
 }
+
+/// Maps or unmaps the window named `name` with xdotool.
+fn xdotool_window(x: &Xvfb, name: &str, action: &str) {
+    let out = std::process::Command::new("xdotool")
+        .args(["search", "--name", name])
+        .env("DISPLAY", &x.name)
+        .output()
+        .expect("xdotool search");
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no window named {name}"))
+        .to_string();
+    assert!(
+        x.run("xdotool", &[action, "--sync", &id]),
+        "xdotool {action}"
+    );
+}
+
+/// An image shown twice is sent once: the second time it comes from the client's pixmap
+/// cache (sized by the client's display INIT), and the canvas still equals the X screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_images_come_from_the_pixmap_cache() {
+    if skip_without(&[
+        "Xvfb", "xsetroot", "import", "xdotool", "display", "convert",
+    ]) {
+        return;
+    }
+    let dir = tempdir();
+    let mut x = Xvfb::start(640, 480);
+    assert!(x.run("xsetroot", &["-solid", "#204060"]));
+    let img = dir.path().join("plasma.png");
+    let ok = std::process::Command::new("convert")
+        .args(["-size", "320x200", "plasma:red-blue"])
+        .arg(&img)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "convert plasma failed");
+    x.spawn(
+        "display",
+        &[
+            "-title",
+            "cacheimg",
+            "-geometry",
+            "+100+100",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(x.wait_window("cacheimg"), "display did not map");
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let srv = start_server(&x.name, no_auth()).await;
+    let addr = srv.addr.unwrap();
+    let (_main, sid) = session(tcp(addr).await, "").await;
+    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
+        .await
+        .unwrap();
+    // spice-gtk's INIT: sizes in pixels.
+    disp.send(&spice_proto::DisplayClientMsg::Init {
+        pixmap_cache_id: 1,
+        pixmap_cache_size: 4 << 20,
+        glz_dictionary_id: 1,
+        glz_dictionary_window_size: 1 << 21,
+    })
+    .await;
+    let mut canvas = Canvas::new();
+    loop {
+        let m = disp.recv().await.expect("display closed");
+        canvas.apply(&m);
+        if m.msg_type == msg::display::MARK {
+            break;
+        }
+    }
+    follow_until_equal(&x, &mut disp, &mut canvas, dir.path()).await;
+
+    let mut sent = Vec::new();
+    for round in 0..4 {
+        let before = srv.stats.stats().display_bytes_out;
+        xdotool_window(&x, "cacheimg", "windowunmap");
+        follow_until_equal(&x, &mut disp, &mut canvas, dir.path()).await;
+        xdotool_window(&x, "cacheimg", "windowmap");
+        follow_until_equal(&x, &mut disp, &mut canvas, dir.path()).await;
+        // Late damage (the image redrawing itself) must not be pending either.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        follow_until_equal(&x, &mut disp, &mut canvas, dir.path()).await;
+        let bytes = srv.stats.stats().display_bytes_out - before;
+        eprintln!(
+            "round {round}: {bytes} display bytes, {} draws from cache so far, types {:?}",
+            canvas.from_cache, canvas.types
+        );
+        sent.push(bytes);
+    }
+    assert!(canvas.from_cache >= 2, "nothing came from the cache");
+    assert!(!canvas.cache.is_empty());
+    // A display channel relinked in the same session starts by emptying the session's
+    // cache (spice-gtk keeps one per session), since the server's mirror starts empty.
+    drop(disp);
+    let mut again = link(tcp(addr).await, sid, channel::DISPLAY, "")
+        .await
+        .unwrap();
+    again
+        .send(&spice_proto::DisplayClientMsg::Init {
+            pixmap_cache_id: 1,
+            pixmap_cache_size: 4 << 20,
+            glz_dictionary_id: 1,
+            glz_dictionary_window_size: 1 << 21,
+        })
+        .await;
+    let first = again.recv().await.expect("display closed");
+    assert_eq!(first.msg_type, msg::display::INVAL_ALL_PIXMAPS);
+    canvas.apply(&first);
+    assert!(canvas.cache.is_empty());
+    // spice-gtk's GLZ window lives as long as the session, so the relinked channel's
+    // images must not restart GLZ ids: its full frame is not GLZ.
+    let mut fresh = Canvas::new();
+    while fresh.draws == 0 {
+        fresh.apply(&again.recv().await.expect("display closed"));
+    }
+    assert!(
+        !fresh
+            .types
+            .contains_key(&spice_proto::consts::image_type::GLZ_RGB),
+        "{:?}",
+        fresh.types
+    );
+    // Damage can split a remap over two updates (window background, then image), so
+    // a round may miss the cache; most repeats must still be nearly free.
+    let cheap = sent[1..].iter().filter(|b| **b * 4 < sent[0]).count();
+    assert!(cheap >= 2, "repeats were not cheaper: {sent:?}");
+}
+
+/// A client's PREFERRED_COMPRESSION overrides the server's setting for that client only,
+/// as in spice-server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_compression_overrides_the_server_setting() {
+    use spice_proto::consts::{image_compression as ic, image_type};
+    if skip_without(&["Xvfb", "xsetroot"]) {
+        return;
+    }
+    let mut x = Xvfb::start(320, 240);
+    assert!(x.run("xsetroot", &["-solid", "#406080"]));
+    x.spawn("xterm", &["-geometry", "20x5+10+10"]);
+    let mut cfg = no_auth();
+    cfg.image_compression = spice_server::ImageCompression::Off;
+    let srv = start_server(&x.name, cfg).await;
+    let addr = srv.addr.unwrap();
+    for (pref, want) in [
+        (None, image_type::BITMAP),
+        (Some(ic::LZ), image_type::LZ_RGB),
+        (Some(ic::QUIC), image_type::QUIC),
+        // INVALID is ignored: the server's setting stays.
+        (Some(ic::INVALID), image_type::BITMAP),
+    ] {
+        let (_main, sid) = session(tcp(addr).await, "").await;
+        let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
+            .await
+            .unwrap();
+        // The preference goes first so the test does not depend on the short grace
+        // the server gives a preference that follows INIT (spice-gtk's order).
+        if let Some(p) = pref {
+            disp.send(&spice_proto::DisplayClientMsg::PreferredCompression(p))
+                .await;
+        }
+        disp.send(&spice_proto::DisplayClientMsg::Init {
+            pixmap_cache_id: 1,
+            pixmap_cache_size: 0,
+            glz_dictionary_id: 1,
+            glz_dictionary_window_size: 1 << 20,
+        })
+        .await;
+        let mut canvas = Canvas::new();
+        while canvas.draws == 0 {
+            let m = disp.recv().await.expect("display closed");
+            canvas.apply(&m);
+        }
+        assert_eq!(
+            canvas.types.keys().copied().collect::<Vec<_>>(),
+            vec![want],
+            "preference {pref:?}"
+        );
+    }
+}
+
+/// PSNR in dB of two equally sized RGB buffers (infinite when equal).
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let se: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    if se == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (255.0f64 * 255.0 * a.len() as f64 / se).log10()
+}
+
+/// RGB bytes of the `w`×`h` area at (`x`, `y`) of a `stride_w`-wide RGB screen.
+fn crop(rgb: &[u8], stride_w: u32, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
+    (y..y + h)
+        .flat_map(|r| {
+            let o = ((r * stride_w + x) * 3) as usize;
+            rgb[o..o + w as usize * 3].to_vec()
+        })
+        .collect()
+}
+
+/// An area redrawn as a whole at video pace becomes an MJPEG stream; frames match the
+/// screen within a PSNR bound; once idle the stream ends and the area is exact again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animation_becomes_a_video_stream_then_ends_when_idle() {
+    if skip_without(&["Xvfb", "xsetroot", "import", "animate", "convert"]) {
+        return;
+    }
+    let dir = tempdir();
+    let mut x = Xvfb::start(640, 480);
+    assert!(x.run("xsetroot", &["-solid", "#204060"]));
+    let mut frames = Vec::new();
+    for i in 0..6 {
+        let f = dir.path().join(format!("f{i}.png"));
+        let ok = std::process::Command::new("convert")
+            .args(["-seed", &(i + 1).to_string(), "-size", "200x150", "plasma:"])
+            .arg(&f)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "convert frame failed");
+        frames.push(f.to_str().unwrap().to_string());
+    }
+    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "video"];
+    args.extend(frames.iter().map(String::as_str));
+    x.spawn("animate", &args);
+    assert!(x.wait_window("video"), "animate did not map");
+
+    let srv = start_server(&x.name, no_auth()).await;
+    let addr = srv.addr.unwrap();
+    let (_main, sid) = session(tcp(addr).await, "").await;
+    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
+        .await
+        .unwrap();
+    disp.send(&spice_proto::DisplayClientMsg::Init {
+        pixmap_cache_id: 1,
+        pixmap_cache_size: 4 << 20,
+        glz_dictionary_id: 1,
+        glz_dictionary_window_size: 1 << 21,
+    })
+    .await;
+    let mut canvas = Canvas::new();
+    let t0 = Instant::now();
+    while canvas.stream_frames < 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no video stream: {} created, {} frames, {} draws",
+            canvas.streams_created,
+            canvas.stream_frames,
+            canvas.draws
+        );
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), disp.recv()).await {
+            canvas.apply(&m.expect("display channel closed"));
+        }
+    }
+    let &(sx, sy, sw, sh) = canvas.streams.values().next().expect("a live stream");
+    eprintln!(
+        "stream {sw}x{sh} at {sx},{sy}: {} frames after {:.1} s",
+        canvas.stream_frames,
+        t0.elapsed().as_secs_f64()
+    );
+    // Freeze the animation, let the last frame arrive, and compare while the stream
+    // is still live (within its 1 s idle time).
+    let pid = x.children[0].0.id().to_string();
+    assert!(x.run("kill", &["-STOP", &pid]));
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_millis(400) {
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), disp.recv()).await {
+            canvas.apply(&m);
+        }
+    }
+    assert_eq!(canvas.streams_destroyed, 0, "stream ended too early");
+    let (w, _, want) = tokio::task::block_in_place(|| x.reference(dir.path()));
+    let got = crop(&canvas.rgb(), canvas.w, sx, sy, sw, sh);
+    let exp = crop(&want, w, sx, sy, sw, sh);
+    let p = psnr(&got, &exp);
+    eprintln!("live stream frame PSNR {p:.1} dB");
+    assert!(p >= 28.0, "stream frame PSNR {p:.1} dB");
+    // Idle: the stream ends and the area is redrawn losslessly.
+    follow_until_equal(&x, &mut disp, &mut canvas, dir.path()).await;
+    assert_eq!(canvas.streams_destroyed, 1);
+    let _ = x.run("kill", &["-CONT", &pid]);
+}

@@ -484,6 +484,19 @@ pub struct Canvas {
     /// BGRX rows.
     pub px: Vec<u8>,
     pub draws: usize,
+    /// The client's GLZ dictionary.
+    pub glz: spice_codecs::glz::Window,
+    /// The client's pixmap cache: id → (w, h, packed BGRX), kept until invalidated.
+    pub cache: std::collections::HashMap<u64, (u32, u32, Vec<u8>)>,
+    /// Draws served from the cache.
+    pub from_cache: usize,
+    /// Images by type (`image_type` value).
+    pub types: std::collections::BTreeMap<u8, usize>,
+    /// Live video streams: id → destination (left, top, width, height).
+    pub streams: std::collections::HashMap<u32, (u32, u32, u32, u32)>,
+    pub streams_created: usize,
+    pub streams_destroyed: usize,
+    pub stream_frames: usize,
 }
 
 impl Canvas {
@@ -493,6 +506,14 @@ impl Canvas {
             h: 0,
             px: Vec::new(),
             draws: 0,
+            glz: spice_codecs::glz::Window::new(1 << 24),
+            cache: Default::default(),
+            from_cache: 0,
+            types: Default::default(),
+            streams: Default::default(),
+            streams_created: 0,
+            streams_destroyed: 0,
+            stream_frames: 0,
         }
     }
 
@@ -512,14 +533,37 @@ impl Canvas {
             D::DrawCopy { base, copy } => {
                 self.draws += 1;
                 let img = copy.src_bitmap.expect("draw_copy without image");
+                *self.types.entry(img.data.image_type()).or_default() += 1;
+                let bitmap = |bm: spice_codecs::Bitmap| (bm.width, bm.height, bm.stride, bm.data);
                 let (iw, ih, stride, data) = match img.data {
-                    ImageData::LzRgb(b) => {
-                        let bm = spice_codecs::lz::decode(&b, None).expect("LZ decode");
-                        (bm.width, bm.height, bm.stride, bm.data)
+                    ImageData::LzRgb(b) => bitmap(spice_codecs::lz::decode(&b, None).expect("LZ")),
+                    ImageData::GlzRgb(b) => bitmap(
+                        spice_codecs::glz::decode(&mut self.glz, &b, None)
+                            .expect("GLZ")
+                            .0,
+                    ),
+                    ImageData::Quic(b) => bitmap(spice_codecs::quic::decode(&b).expect("QUIC")),
+                    ImageData::Lz4(b) => {
+                        bitmap(spice_codecs::lz4::decode(&b, img.width, img.height).expect("LZ4"))
                     }
                     ImageData::Bitmap(b) => (b.width, b.height, b.stride as usize, b.data),
+                    ImageData::FromCache => {
+                        self.from_cache += 1;
+                        let (w, h, d) = self
+                            .cache
+                            .get(&img.id)
+                            .unwrap_or_else(|| panic!("image {:#x} is not in the cache", img.id))
+                            .clone();
+                        (w, h, w as usize * 4, d)
+                    }
                     other => panic!("unexpected image type {}", other.image_type()),
                 };
+                if img.flags & spice_proto::consts::image_flags::CACHE_ME != 0 {
+                    let packed: Vec<u8> = (0..ih as usize)
+                        .flat_map(|y| data[y * stride..y * stride + iw as usize * 4].to_vec())
+                        .collect();
+                    self.cache.insert(img.id, (iw, ih, packed));
+                }
                 let (x0, y0) = (base.bbox.left as u32, base.bbox.top as u32);
                 let (bw, bh) = (
                     (base.bbox.right - base.bbox.left) as u32,
@@ -542,6 +586,49 @@ impl Canvas {
                         as usize;
                     self.px[d..d + w as usize * 4].copy_from_slice(&old[s..s + w as usize * 4]);
                 }
+            }
+            D::InvalList(l) => {
+                for r in l {
+                    assert!(
+                        self.cache.remove(&r.id).is_some(),
+                        "server invalidated {:#x}, which the client never cached",
+                        r.id
+                    );
+                }
+            }
+            D::InvalAllPixmaps(_) => self.cache.clear(),
+            D::StreamCreate(c) => {
+                assert_eq!(
+                    c.codec_type,
+                    spice_proto::consts::video_codec::MJPEG,
+                    "stream codec"
+                );
+                let (l, t) = (c.dest.left as u32, c.dest.top as u32);
+                let (w, h) = (
+                    (c.dest.right - c.dest.left) as u32,
+                    (c.dest.bottom - c.dest.top) as u32,
+                );
+                assert_eq!((w, h), (c.src_width, c.src_height), "scaled stream");
+                self.streams.insert(c.id, (l, t, w, h));
+                self.streams_created += 1;
+            }
+            D::StreamData { id, data, .. } => {
+                let (l, t, w, h) = *self.streams.get(&id).expect("data for an unknown stream");
+                let bm = spice_codecs::jpeg::decode(&data).expect("stream frame decodes");
+                assert_eq!((bm.width, bm.height), (w, h), "stream frame size");
+                for y in 0..h {
+                    let src = &bm.data[y as usize * bm.stride..][..w as usize * 4];
+                    let off = (((t + y) * self.w + l) * 4) as usize;
+                    self.px[off..off + w as usize * 4].copy_from_slice(src);
+                }
+                self.stream_frames += 1;
+            }
+            D::StreamDestroy { id } => {
+                assert!(
+                    self.streams.remove(&id).is_some(),
+                    "destroyed unknown stream"
+                );
+                self.streams_destroyed += 1;
             }
             _ => {}
         }
