@@ -105,18 +105,7 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
     assert!(kb <= 128 * 1024 && kb > 64 * 1024, "guest sees {kb} kB");
 
     // The console is the kernel's con0: a getty login with the template's password.
-    let mut cmd = c.cmd();
-    cmd.args(["console", "-n", &n]);
-    let mut p = PtyProc::spawn(cmd);
-    p.expect("Ctrl a q", Duration::from_secs(5));
-    p.send("\r");
-    p.expect("login:", Duration::from_secs(20));
-    p.send("root\r");
-    p.expect("assword:", Duration::from_secs(10));
-    // login flushes pending input when it turns echo off: type after it settled.
-    std::thread::sleep(Duration::from_millis(300));
-    p.send("uml-pw\r");
-    p.expect("#", Duration::from_secs(20));
+    let mut p = console_login(&c, &n, None, "uml-pw", Duration::from_secs(20));
     p.send("echo UML-$((40+2))\r");
     p.expect("UML-42", Duration::from_secs(10));
     p.send("\x01q");

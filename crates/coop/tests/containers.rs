@@ -157,18 +157,7 @@ fn console_login_through_a_pty() {
     let n = unique("con");
     c.busybox(&n, "");
     c.ok(&["start", "-n", &n]);
-    let mut cmd = c.cmd();
-    cmd.args(["console", "-n", &n, "-t", "1"]);
-    let mut p = PtyProc::spawn(cmd);
-    p.expect("Ctrl a q", Duration::from_secs(5));
-    p.send("\r");
-    p.expect("login:", Duration::from_secs(10));
-    p.send("root\r");
-    p.expect("assword:", Duration::from_secs(5));
-    // login flushes pending input when it turns echo off: type after it settled.
-    std::thread::sleep(Duration::from_millis(300));
-    p.send("s3cret-pw\r");
-    p.expect("#", Duration::from_secs(10));
+    let mut p = console_login(&c, &n, Some("1"), "s3cret-pw", Duration::from_secs(10));
     p.send("echo CONSOLE-$((20+22))\r");
     p.expect("CONSOLE-42", Duration::from_secs(5));
     // A second console on another tty at the same time.

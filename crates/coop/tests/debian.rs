@@ -82,18 +82,7 @@ fn debian_boots_systemd_logs_in_and_halts() {
     );
 
     // Log in on the console (tty 0), where systemd runs console-getty in containers.
-    let mut cmd = c.cmd();
-    cmd.args(["console", "-n", &n, "-t", "0"]);
-    let mut p = PtyProc::spawn(cmd);
-    p.expect("Ctrl a q", Duration::from_secs(5));
-    p.send("\r");
-    p.expect("login:", Duration::from_secs(20));
-    p.send("root\r");
-    p.expect("assword:", Duration::from_secs(10));
-    // login flushes pending input when it turns echo off: type after it settled.
-    std::thread::sleep(Duration::from_millis(300));
-    p.send("deb-pw-1\r");
-    p.expect("#", Duration::from_secs(20));
+    let mut p = console_login(&c, &n, Some("0"), "deb-pw-1", Duration::from_secs(20));
     p.send("echo DEB-$((6*7)); cat /etc/debian_version\r");
     p.expect("DEB-42", Duration::from_secs(10));
     p.send("\x01q");

@@ -292,3 +292,30 @@ pub fn cpu_usage_ns(rel: &str) -> u64 {
         .unwrap();
     usec * 1000
 }
+
+/// `coop console` on a pty, through the getty: the login prompt, root, the password,
+/// a shell prompt. `tty` is `-t`'s value, or none for the default.
+pub fn console_login(
+    c: &Coop,
+    name: &str,
+    tty: Option<&str>,
+    password: &str,
+    wait: Duration,
+) -> PtyProc {
+    let mut cmd = c.cmd();
+    cmd.args(["console", "-n", name]);
+    if let Some(t) = tty {
+        cmd.args(["-t", t]);
+    }
+    let mut p = PtyProc::spawn(cmd);
+    p.expect("Ctrl a q", Duration::from_secs(5));
+    p.send("\r");
+    p.expect("login:", wait);
+    p.send("root\r");
+    p.expect("assword:", wait);
+    // login flushes pending input when it turns echo off: type after it settled.
+    std::thread::sleep(Duration::from_millis(300));
+    p.send(&format!("{password}\r"));
+    p.expect("#", wait);
+    p
+}
