@@ -219,7 +219,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     let colinux = config.kind.as_deref() == Some("colinux");
     let mut agent_child_end = None;
     if colinux {
-        let (ours, theirs) = colinux_spec(store, name, &config, &mut spec)?;
+        let (ours, theirs) = colinux_spec(store, name, &config, &ifaces, &mut spec)?;
         init::set_cloexec(&ours);
         spec.agent_fd = Some(theirs.as_raw_fd());
         agent_child_end = Some(theirs);
@@ -293,6 +293,11 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         if !only_loopback {
             let attached = coop_net::setup(&net_store, name, pid.as_raw(), &ifaces)?;
             mon.net = Some(attached);
+            if colinux {
+                if let Some(i) = ifaces.iter().find(|i| guest_link(i)) {
+                    coop_net::lend_to_guest(pid.as_raw(), &i.ifname())?;
+                }
+            }
         }
         Ok(())
     })();
@@ -531,6 +536,7 @@ fn colinux_spec(
     store: &Store,
     name: &str,
     config: &Config,
+    ifaces: &[coop_net::IfaceSpec],
     spec: &mut ChildSpec,
 ) -> Result<(UnixStream, UnixStream)> {
     let cc = coop_colinux::parse_keys(&config.colinux)?;
@@ -570,7 +576,18 @@ fn colinux_spec(
             options,
         });
     }
-    let inst = cc.instance_spec(name);
+    let mut inst = cc.instance_spec(name);
+    if inst.net.is_none() {
+        // conet: the guest's eth0 goes out through the container's veth (a raw socket)
+        // with the MAC the network's lease was made for; see coop_net::lend_to_guest.
+        if let Some(i) = ifaces.iter().find(|i| guest_link(i)) {
+            inst.net = Some(coop_colinux::NetSpec {
+                host_ifname: i.ifname(),
+                transport: coop_colinux::Transport::Raw,
+                mac: i.hwaddr.clone().unwrap_or_default(),
+            });
+        }
+    }
     let mut argv = vec![cc.kernel.display().to_string()];
     argv.extend(coop_colinux::kernel_cmdline(&inst, Path::new("/run/uml")));
     spec.argv = argv
@@ -586,6 +603,11 @@ fn colinux_spec(
     spec.env
         .push(CString::new("TMPDIR=/dev/shm").expect("static"));
     UnixStream::pair().map_err(Error::io("cannot make the guest agent channel"))
+}
+
+/// The interface a coLinux guest takes over: the first veth.
+fn guest_link(i: &coop_net::IfaceSpec) -> bool {
+    matches!(i.kind, coop_net::IfaceType::Veth { .. })
 }
 
 /// The host path of a coLinux instance's mconsole socket.

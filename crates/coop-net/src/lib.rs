@@ -38,6 +38,7 @@
 
 mod attach;
 mod dhcp;
+mod guest;
 mod nft;
 mod nl;
 mod spec;
@@ -49,6 +50,7 @@ pub use attach::{
     host_veth_name, iface_stats, iface_stats_attached, setup, teardown, Attached, AttachedIface,
     IfaceStats,
 };
+pub use guest::lend_to_guest;
 pub use spec::{
     needs_netns, parse_interfaces, parse_publish, valid_ifname, Gateway, IfaceSpec, IfaceType,
     Ipv4Cidr, Ipv6Cidr, MacvlanMode, Proto, Publish,

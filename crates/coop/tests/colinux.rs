@@ -289,3 +289,94 @@ fn snapshot_copy_boots_and_leaves_the_original_disk_unchanged() {
     assert_eq!(c.ok(&["attach", "-n", &ct2, "--", "hostname"]).trim(), ct2);
     c.ok(&["stop", "-k", "-n", &ct2]);
 }
+
+fn http_get(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+#[test]
+fn conet_guest_gets_its_lease_by_dhcp_and_serves_the_host() {
+    if !need_root() || !prerequisites() {
+        return;
+    }
+    let c = Coop::new();
+    let net = unique("cl");
+    // A /24 in 10.x that no route on this host covers.
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let (b, cc) = (0..200u32)
+        .map(|i| {
+            (
+                120 + (std::process::id() + i * 7) % 120,
+                (std::process::id() / 5 + i * 11) % 250 + 1,
+            )
+        })
+        .find(|(b, cc)| !routes.contains(&format!("00{cc:02X}{b:02X}0A")))
+        .unwrap();
+    let prefix = format!("10.{b}.{cc}");
+    c.network(&net, &format!("{prefix}.1/24"));
+    let port = 30000 + std::process::id() % 20000;
+    let n = unique("cg");
+    c.track(&n);
+    let cfg = c.root.path().join("net.conf");
+    std::fs::write(
+        &cfg,
+        format!("lxc.net.0.type = veth\nlxc.net.0.link = {net}\nlxc.net.0.flags = up\ncoop.net.0.publish = {port}:80\n"),
+    )
+    .unwrap();
+    c.ok(&[
+        "create",
+        "-n",
+        &n,
+        "--kind",
+        "colinux",
+        "-t",
+        "busybox",
+        "--memory",
+        "96M",
+        "-f",
+        cfg.to_str().unwrap(),
+    ]);
+    c.ok(&["start", "-n", &n]);
+    // The guest's own DHCP client (the template's rcS) gets the lease coop made.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let out = c
+            .cmd()
+            .args([
+                "attach",
+                "-n",
+                &n,
+                "--",
+                "sh",
+                "-c",
+                "ip -4 -o addr show eth0",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(a) = text.split_whitespace().find(|w| w.starts_with(&prefix)) {
+            break a.split('/').next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no lease in the guest: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    c.ok(&[
+        "attach", "-n", &n, "--", "sh", "-c",
+        "mkdir -p /www && echo hello-from-the-guest-kernel > /www/index.html && httpd -h /www -p 80",
+    ]);
+    assert!(http_get(&format!("{addr}:80"))
+        .unwrap()
+        .contains("hello-from-the-guest-kernel"));
+    assert!(http_get(&format!("{prefix}.1:{port}"))
+        .unwrap()
+        .contains("hello-from-the-guest-kernel"));
+    c.ok(&["stop", "-n", &n]);
+    assert_eq!(leftovers(&c, &n), Vec::<String>::new());
+}
