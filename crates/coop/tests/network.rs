@@ -295,7 +295,15 @@ fn hundred_start_stop_cycles_leave_nothing() {
         );
         c.ok(&["stop", "-k", "-n", &n]);
     }
-    assert_eq!(links(), links_before, "links left after 100 cycles");
+    // Only new links count: other work on the host may remove its own meanwhile.
+    let new_links: Vec<String> = links()
+        .into_iter()
+        .filter(|l| !links_before.contains(l))
+        .collect();
+    assert!(
+        new_links.is_empty(),
+        "links left after 100 cycles: {new_links:?}"
+    );
     assert_eq!(procs(), "0", "monitors left");
     assert!(
         http_get(&format!("{pre}1:{port}")).is_err(),
