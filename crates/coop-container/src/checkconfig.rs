@@ -143,7 +143,30 @@ fn module_available(m: &str) -> bool {
         }
     }
     // Kernels that ship their config: look for =y or =m.
-    config_option(m)
+    if config_option(m) {
+        return true;
+    }
+    // A kernel without modules or a config file (as here) still lists the functions of
+    // its built-in drivers in /proc/kallsyms.
+    kallsyms_has(match m {
+        "veth" => "veth_newlink",
+        "bridge" => "br_dev_xmit",
+        "macvlan" => "macvlan_common_newlink",
+        "nf_tables" => "nft_register_chain_type",
+        "overlay" => "ovl_fill_super",
+        _ => return false,
+    })
+}
+
+fn kallsyms_has(symbol: &str) -> bool {
+    use std::io::BufRead;
+    let Ok(f) = std::fs::File::open("/proc/kallsyms") else {
+        return false;
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(|l| l.ok())
+        .any(|l| l.rsplit(' ').next() == Some(symbol) || l.split_whitespace().nth(2) == Some(symbol))
 }
 
 fn config_option(m: &str) -> bool {

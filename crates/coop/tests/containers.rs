@@ -441,3 +441,51 @@ fn autostart_marks_and_starts_in_order() {
         .fails(&["autostart", "enable", "ghost"])
         .contains("does not exist"));
 }
+
+#[test]
+fn checkconfig_reports_every_feature() {
+    let out = Command::new(BIN).arg("checkconfig").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "mnt namespace:",
+        "pid namespace:",
+        "uts namespace:",
+        "ipc namespace:",
+        "net namespace:",
+        "user namespace:",
+        "cgroup namespace:",
+        "cgroup layout:",
+        "cpu controller:",
+        "cpuset controller:",
+        "memory controller:",
+        "pids controller:",
+        "devices controller:",
+        "freezer controller:",
+        "veth pair device:",
+        "bridge:",
+        "overlayfs:",
+        "seccomp filter:",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    // Exit status 1 exactly when a required feature is reported missing.
+    let missing_required = text.contains("missing (required)");
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(missing_required)),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &Command::new(BIN)
+            .args(["checkconfig", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(json.as_array().unwrap().len() >= 20);
+    if need_root() {
+        // This machine runs containers (the other tests prove it): nothing required is missing.
+        assert!(!missing_required, "{text}");
+    }
+}
