@@ -166,7 +166,8 @@ fn kallsyms_has(symbol: &str) -> bool {
     std::io::BufReader::new(f)
         .lines()
         .map_while(|l| l.ok())
-        .any(|l| l.rsplit(' ').next() == Some(symbol) || l.split_whitespace().nth(2) == Some(symbol))
+        // "ADDRESS TYPE NAME [MODULE]"
+        .any(|l| l.split_whitespace().nth(2) == Some(symbol))
 }
 
 fn config_option(m: &str) -> bool {
