@@ -42,10 +42,6 @@ pub enum CgroupError {
         reason: String,
     },
     #[error(
-        "invalid size {0:?}: expected a number with an optional K/M/G/T suffix (B or iB allowed)"
-    )]
-    InvalidSize(String),
-    #[error(
         "cannot set {key:?}: no cgroup v1 hierarchy for controller {controller:?} on this host"
     )]
     NoV1 { key: String, controller: String },

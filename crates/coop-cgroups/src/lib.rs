@@ -48,71 +48,9 @@ pub struct Stats {
     pub cpuset: Option<String>,
 }
 
-/// "256M", "1G", "512k", "1048576" → bytes. Units are binary (K = 1024) and
-/// case-insensitive, optionally followed by "B" or "iB"; whitespace around is ignored.
-pub fn parse_size(s: &str) -> Result<u64, CgroupError> {
-    let bad = || CgroupError::InvalidSize(s.chars().take(64).collect());
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    if digits == 0 {
-        return Err(bad());
-    }
-    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
-    let unit = t[digits..].trim().to_ascii_lowercase();
-    let shift = match unit.as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1u64 << shift).ok_or_else(bad)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_size_units() {
-        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
-        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
-        assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("3gib").unwrap(), 3 << 30);
-        assert_eq!(parse_size(" 100B ").unwrap(), 100);
-        assert_eq!(parse_size("7 K").unwrap(), 7 << 10);
-        assert_eq!(parse_size("0").unwrap(), 0);
-    }
-
-    #[test]
-    fn parse_size_rejects() {
-        for bad in [
-            "",
-            " ",
-            "M",
-            "-1",
-            "1.5G",
-            "12Q",
-            "1GG",
-            "1iB",
-            "0x10",
-            "18446744073709551616",
-            "20000000T",
-            "1 G B",
-        ] {
-            let e = parse_size(bad).expect_err(bad);
-            assert!(matches!(e, CgroupError::InvalidSize(_)), "{bad}: {e}");
-        }
-        assert!(parse_size("abc")
-            .unwrap_err()
-            .to_string()
-            .contains("\"abc\""));
-    }
 
     #[test]
     fn stats_serializes() {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use coop_cgroups::{parse_size, Cgroup, CgroupError, Hierarchy, Layout, Limits};
+use coop_cgroups::{Cgroup, CgroupError, Hierarchy, Layout, Limits};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
@@ -185,7 +185,7 @@ fn v1_lifecycle() {
 
     cg.apply_limits(&Limits {
         cpu: Some(0.5),
-        memory: Some(parse_size("64M").unwrap()),
+        memory: Some(64 << 20),
         pids: Some(50),
         cpuset: None,
     })

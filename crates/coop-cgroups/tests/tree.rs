@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use coop_cgroups::{parse_size, Cgroup, CgroupError, Hierarchy, Layout, Limits};
+use coop_cgroups::{Cgroup, CgroupError, Hierarchy, Layout, Limits};
 
 /// Create `dir` with each (file, content).
 fn files(dir: &Path, list: &[(&str, &str)]) {
@@ -112,7 +112,7 @@ fn v2_apply_limits_writes_files() {
     cg.create().unwrap();
     cg.apply_limits(&Limits {
         cpu: Some(0.5),
-        memory: Some(parse_size("256M").unwrap()),
+        memory: Some(256 << 20),
         pids: Some(100),
         cpuset: Some("0-1".into()),
     })
@@ -422,7 +422,7 @@ fn v1_apply_limits_writes_files() {
     cg.create().unwrap();
     cg.apply_limits(&Limits {
         cpu: Some(0.5),
-        memory: Some(parse_size("256M").unwrap()),
+        memory: Some(256 << 20),
         pids: Some(100),
         cpuset: Some("1".into()),
     })

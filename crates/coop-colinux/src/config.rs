@@ -118,21 +118,9 @@ fn key_err(key: &str, value: &str, reason: impl Into<String>) -> ColinuxError {
     }
 }
 
-/// Parses a size: bytes, or a number with `K`, `M`, `G` (binary units, optional `i`/`B`).
+/// Parses a size (`256M`, `1G`, `4k`, bytes) the way every coop config value does.
 pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
-    let t = t.strip_suffix('i').unwrap_or(t);
-    let (num, mul) = match t.chars().last()? {
-        'k' | 'K' => (&t[..t.len() - 1], 1u64 << 10),
-        'm' | 'M' => (&t[..t.len() - 1], 1 << 20),
-        'g' | 'G' => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    num.parse::<u64>().ok()?.checked_mul(mul)
+    coop_config::parse_size(s).ok()
 }
 
 /// Checks a path that ends up in the kernel command line, where whitespace splits

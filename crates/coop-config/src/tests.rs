@@ -90,6 +90,9 @@ fn sizes() {
     assert_eq!(parse_size("512k").unwrap(), 512 << 10);
     assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
     assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+    assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+    assert_eq!(parse_size("64MB").unwrap(), 64 << 20);
+    assert_eq!(parse_size("3gib").unwrap(), 3 << 30);
     assert!(parse_size("-1M").is_err());
     assert!(parse_size("M").is_err());
 }
