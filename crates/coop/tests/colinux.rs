@@ -25,6 +25,35 @@ fn prerequisites() -> bool {
     }
 }
 
+/// `coop attach -n NAME -- ARGS` until `ready` accepts its output: the guest agent only
+/// answers once the guest's init started it. Panics after a minute.
+fn attach_when(
+    c: &Coop,
+    name: &str,
+    args: &[&str],
+    ready: impl Fn(&std::process::Output) -> bool,
+) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = c
+            .cmd()
+            .args(["attach", "-n", name, "--"])
+            .args(args)
+            .output()
+            .unwrap();
+        if ready(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "coop attach {name} -- {args:?} never got ready: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
     if !need_root() || !prerequisites() {
@@ -64,23 +93,8 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
     assert!(cg.contains(&c.cgroup_rel(&n)), "{cg}");
 
     // The guest agent answers once the guest's init started it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let release = loop {
-        let out = c
-            .cmd()
-            .args(["attach", "-n", &n, "--", "uname", "-r"])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent never answered: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let out = attach_when(&c, &n, &["uname", "-r"], |o| o.status.success());
+    let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
     eprintln!("start to a usable attach: {:?}", t.elapsed());
     assert!(
         release.starts_with("6.1"),
@@ -180,23 +194,10 @@ fn shared_folder_both_ways_and_missing_share_refused() {
         cfg.to_str().unwrap(),
     ]);
     c.ok(&["start", "-n", &n]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let seen = loop {
-        let out = c
-            .cmd()
-            .args(["attach", "-n", &n, "--", "cat", "/mnt/host/from-host"])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let out = attach_when(&c, &n, &["cat", "/mnt/host/from-host"], |o| {
+        o.status.success()
+    });
+    let seen = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(seen, "written on the host\n");
     c.ok(&[
         "attach",
@@ -248,31 +249,16 @@ fn snapshot_copy_boots_and_leaves_the_original_disk_unchanged() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(2), "snapshot copy took {took:?}");
     c.ok(&["start", "-n", &snap]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = c
-            .cmd()
-            .args([
-                "attach",
-                "-n",
-                &snap,
-                "--",
-                "sh",
-                "-c",
-                "echo changed > /root/in-snapshot; sync; hostname",
-            ])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    attach_when(
+        &c,
+        &snap,
+        &[
+            "sh",
+            "-c",
+            "echo changed > /root/in-snapshot; sync; hostname",
+        ],
+        |o| o.status.success(),
+    );
     c.ok(&["stop", "-n", &snap]);
     assert!(c.root.path().join(&snap).join("rootfs/disk.cow").exists());
     assert_eq!(sum(), before, "the original image changed under a snapshot");
@@ -290,17 +276,6 @@ fn snapshot_copy_boots_and_leaves_the_original_disk_unchanged() {
     c.ok(&["stop", "-k", "-n", &ct2]);
 }
 
-fn http_get(addr: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
 #[test]
 fn conet_guest_gets_its_lease_by_dhcp_and_serves_the_host() {
     if !need_root() || !prerequisites() {
@@ -308,19 +283,9 @@ fn conet_guest_gets_its_lease_by_dhcp_and_serves_the_host() {
     }
     let c = Coop::new();
     let net = unique("cl");
-    // A /24 in 10.x that no route on this host covers.
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let (b, cc) = (0..200u32)
-        .map(|i| {
-            (
-                120 + (std::process::id() + i * 7) % 120,
-                (std::process::id() / 5 + i * 11) % 250 + 1,
-            )
-        })
-        .find(|(b, cc)| !routes.contains(&format!("00{cc:02X}{b:02X}0A")))
-        .unwrap();
-    let prefix = format!("10.{b}.{cc}");
-    c.network(&net, &format!("{prefix}.1/24"));
+    let (subnet, dotted) = free_subnet(std::process::id() + 7000);
+    let prefix = dotted.trim_end_matches('.').to_string();
+    c.network(&net, &subnet);
     let port = 30000 + std::process::id() % 20000;
     let n = unique("cg");
     c.track(&n);
@@ -345,28 +310,16 @@ fn conet_guest_gets_its_lease_by_dhcp_and_serves_the_host() {
     ]);
     c.ok(&["start", "-n", &n]);
     // The guest's own DHCP client (the template's rcS) gets the lease coop made.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let out = c
-            .cmd()
-            .args([
-                "attach",
-                "-n",
-                &n,
-                "--",
-                "sh",
-                "-c",
-                "ip -4 -o addr show eth0",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        if let Some(a) = text.split_whitespace().find(|w| w.starts_with(&prefix)) {
-            break a.split('/').next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "no lease in the guest: {text}");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let out = attach_when(&c, &n, &["ip", "-4", "-o", "addr", "show", "eth0"], |o| {
+        String::from_utf8_lossy(&o.stdout).contains(&dotted)
+    });
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let addr = text
+        .split_whitespace()
+        .find(|w| w.starts_with(&dotted))
+        .and_then(|a| a.split('/').next())
+        .unwrap()
+        .to_string();
     c.ok(&[
         "attach", "-n", &n, "--", "sh", "-c",
         "mkdir -p /www && echo hello-from-the-guest-kernel > /www/index.html && httpd -h /www -p 80",

@@ -319,3 +319,30 @@ pub fn console_login(
     p.expect("#", wait);
     p
 }
+
+/// A /24 of the 10.x range that nothing else on this host uses.
+pub fn free_subnet(seed: u32) -> (String, String) {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    for i in 0..200u32 {
+        let b = 100 + (seed + i * 7) % 150;
+        let c = (seed / 3 + i * 13) % 250 + 1;
+        // /proc/net/route stores destinations as little-endian hex.
+        let hex = format!("{:02X}{:02X}{:02X}{:02X}", 0, c, b, 10);
+        if !routes.contains(&hex) {
+            return (format!("10.{b}.{c}.1/24"), format!("10.{b}.{c}."));
+        }
+    }
+    panic!("no free 10.x.y.0/24 subnet");
+}
+
+/// A plain HTTP/1.0 GET; the whole response, headers included.
+pub fn http_get(addr: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
