@@ -256,7 +256,9 @@ fn pids_limit_contains_a_fork_bomb() {
     let n = unique("pid");
     c.busybox(&n, "coop.limits.pids = 40\n");
     c.ok(&["start", "-n", &n]);
-    let out = c.run(&[
+    // The attached shell itself may be refused a fork once the limit is reached, so
+    // its exit status says nothing; the cgroup's own counters do.
+    c.run(&[
         "attach",
         "-n",
         &n,
@@ -265,7 +267,6 @@ fn pids_limit_contains_a_fork_bomb() {
         "-c",
         "i=0; while [ $i -lt 200 ]; do sleep 3 & i=$((i+1)); done 2>/dev/null; echo started",
     ]);
-    let _ = out;
     let rel = c.cgroup_rel(&n);
     let current: u64 = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{rel}/pids.current"))
         .unwrap()
@@ -276,6 +277,13 @@ fn pids_limit_contains_a_fork_bomb() {
     let events = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{rel}/pids.events"))
         .unwrap_or_default();
     eprintln!("pids.current={current} {events}");
+    // The bomb really ran into the limit (forks were refused), not merely stayed small.
+    let refused: u64 = events
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused > 0, "no fork was refused: pids.events = {events:?}");
     // The host is unaffected: we can still fork here.
     assert!(Command::new("true").status().unwrap().success());
     c.ok(&["stop", "-k", "-n", &n]);
