@@ -175,7 +175,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         agent_client: None,
     };
     tracing::debug!(elapsed = ?t0.elapsed(), "cgroup created");
-    configure_cgroup(&mon.cgroup, &config)?;
+    configure_cgroup(&mon.cgroup, &hier, &config)?;
 
     // Console (index 0) and lxc.tty.max ttys.
     let mut tty_paths = Vec::new();
@@ -359,7 +359,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     Ok(mon)
 }
 
-fn configure_cgroup(cg: &Cgroup, config: &Config) -> Result<()> {
+fn configure_cgroup(cg: &Cgroup, hier: &Hierarchy, config: &Config) -> Result<()> {
     let l = &config.limits;
     cg.apply_limits(&coop_cgroups::Limits {
         cpu: l.cpu,
@@ -375,7 +375,7 @@ fn configure_cgroup(cg: &Cgroup, config: &Config) -> Result<()> {
         cg.deny_devices_except(DEFAULT_DEVICES)?;
     }
     let v1_host = matches!(
-        Hierarchy::detect()?.layout(),
+        hier.layout(),
         coop_cgroups::Layout::V1 | coop_cgroups::Layout::Hybrid
     );
     for (k, v) in &config.cgroup_v1 {
