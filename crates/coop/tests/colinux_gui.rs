@@ -123,13 +123,25 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
     let addr = format!("127.0.0.1:{port}");
 
     // Without a network the guest could not reach its display: refused before anything
-    // starts, saying what to add.
+    // starts, saying what to add (here the display comes from the config key).
     let lone = unique("gu");
     c.track(&lone);
+    let lone_cfg = c.root.path().join("lone.conf");
+    std::fs::write(&lone_cfg, format!("coop.display.spice = {addr}\n")).unwrap();
     c.ok(&[
-        "create", "-n", &lone, "--kind", "colinux", "-t", "busybox", "--memory", "64M",
+        "create",
+        "-n",
+        &lone,
+        "--kind",
+        "colinux",
+        "-t",
+        "busybox",
+        "--memory",
+        "64M",
+        "-f",
+        lone_cfg.to_str().unwrap(),
     ]);
-    let err = c.fails(&["start", "-n", &lone, "--spice", &addr]);
+    let err = c.fails(&["start", "-n", &lone]);
     assert!(
         err.contains("needs a network") && err.contains("lxc.net.0.link"),
         "{err}"
