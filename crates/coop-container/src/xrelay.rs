@@ -382,6 +382,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_display_needs_a_veth_on_a_coop_network() {
+        let d = tempfile::tempdir().unwrap();
+        let store = crate::Store::new(Some(d.path()));
+        let ifaces = |kv: &[(&str, &str)]| {
+            let keys: Vec<(String, String)> = kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            coop_net::parse_interfaces(&keys).unwrap()
+        };
+        let err = |kv: &[(&str, &str)]| {
+            require_network(&store, "vm", &ifaces(kv))
+                .unwrap_err()
+                .to_string()
+        };
+        let none = err(&[]);
+        assert!(none.contains("needs a network"), "{none}");
+        assert!(none.contains("lxc.net.0.link = NETWORK"), "{none}");
+        let empty = err(&[("0.type", "empty")]);
+        assert!(empty.contains("needs a network"), "{empty}");
+        let unlinked = err(&[("0.type", "veth")]);
+        assert!(unlinked.contains("lxc.net.0.link is not set"), "{unlinked}");
+        let foreign = err(&[("0.type", "veth"), ("0.link", "br-other")]);
+        assert!(foreign.contains("br-other is not one"), "{foreign}");
+        let default = require_network(
+            &store,
+            "vm",
+            &ifaces(&[("0.type", "veth"), ("0.link", coop_net::DEFAULT_NETWORK)]),
+        )
+        .unwrap();
+        assert_eq!(default, coop_net::DEFAULT_NETWORK);
+    }
+
+    #[test]
     fn xauthority_entry_is_libxau_format() {
         let e = xauth_entry(61, &[0xab; 16]);
         let mut want = vec![0xff, 0xff, 0, 0, 0, 2, b'6', b'1', 0, 18];
