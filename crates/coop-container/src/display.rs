@@ -171,14 +171,22 @@ impl GuiDisplay {
     }
 }
 
-/// The monitor ignores SIGPIPE; its helpers must start with default dispositions.
+/// The monitor ignores SIGPIPE; its helpers must start with default dispositions. They
+/// also get SIGTERM when the monitor dies, so a monitor killed with SIGKILL leaves no
+/// display or server running behind it.
 fn with_default_signals(mut cmd: Command) -> Command {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and only calls signal(2) and
-    // sigprocmask(2), which are async-signal-safe.
+    let monitor = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only calls signal(2),
+    // sigprocmask(2), prctl(2) and getppid(2), which are async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             crate::init::reset_signals();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            // The monitor may have died before prctl took effect.
+            if libc::getppid() != monitor {
+                return Err(std::io::Error::other("the monitor is gone"));
+            }
             Ok(())
         });
     }
