@@ -323,7 +323,10 @@ fn mem_arg(bytes: u64) -> String {
 /// - `vec0:transport=tap|raw,ifname=…[,mac=…]` when networked;
 /// - `coop.share=HOST:GUEST[:ro]` hints that `coop-guest-agent --boot` mounts with hostfs,
 ///   and `coop.agent=ttyS0`; the kernel ignores these dotted parameters and guest code
-///   reads them in `/proc/cmdline`.
+///   reads them in `/proc/cmdline`;
+/// - `systemd.wants=console-getty.service`: UML's console is `tty0`, which systemd takes
+///   for a virtual terminal and gives no getty (its `getty@tty1` talks to a null line), so
+///   a systemd guest is asked for a login prompt on `/dev/console`; other inits ignore it.
 pub fn kernel_cmdline(spec: &InstanceSpec, uml_dir: &Path) -> Vec<String> {
     let mut a = vec![format!("mem={}", mem_arg(spec.memory))];
     for (i, d) in spec.disks.iter().enumerate() {
@@ -362,6 +365,7 @@ pub fn kernel_cmdline(spec: &InstanceSpec, uml_dir: &Path) -> Vec<String> {
         ));
     }
     a.push(format!("coop.agent={AGENT_TTY}"));
+    a.push("systemd.wants=console-getty.service".into());
     a.extend(spec.extra_cmdline.iter().cloned());
     a
 }
@@ -473,6 +477,7 @@ mod tests {
                 "coop.share=/srv/x:/mnt/x:ro",
                 "coop.share=/srv/y:/mnt/y",
                 "coop.agent=ttyS0",
+                "systemd.wants=console-getty.service",
                 "quiet",
                 "loglevel=3"
             ]

@@ -48,7 +48,7 @@ pub fn attach(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
     store.require(name)?;
     let st = RunState::load(store, name)?.ok_or_else(|| Error::NotRunning(name.into()))?;
     if st.kind.as_deref() == Some("colinux") {
-        return attach_guest(store, name, opts);
+        return attach_guest(store, name, &st, opts);
     }
     let spec = match &st.attach {
         Some(a) => a.clone(),
@@ -342,7 +342,7 @@ fn write_all(fd: i32, mut data: &[u8]) {
 
 /// coLinux: the command runs in the guest kernel, through our agent on its serial line,
 /// which the instance's monitor lends to one attach at a time.
-fn attach_guest(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
+fn attach_guest(store: &Store, name: &str, st: &RunState, opts: &AttachOptions) -> Result<i32> {
     let (reply, stream) =
         crate::proto::call(&store.socket_path(name), &crate::proto::Request::Agent)?;
     if !reply.ok {
@@ -356,10 +356,17 @@ fn attach_guest(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> 
     } else {
         opts.command.clone()
     };
-    if !opts.env.is_empty() {
+    // lxc.environment and the monitor's (DISPLAY for a SPICE display), then the caller's.
+    let env: Vec<&(String, String)> = st
+        .attach
+        .iter()
+        .flat_map(|a| a.env.iter())
+        .chain(opts.env.iter())
+        .collect();
+    if !env.is_empty() {
         // The agent runs argv directly; `env` sets the extra variables in the guest.
         let mut with_env = vec!["/usr/bin/env".to_string()];
-        with_env.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+        with_env.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         with_env.append(&mut argv);
         argv = with_env;
     }

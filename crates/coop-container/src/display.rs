@@ -3,6 +3,9 @@
 //! The monitor starts an Xvfb on the host (the container never gets the host's X
 //! server), binds its socket into the container as display `:0`, and runs coop's SPICE
 //! server on that display. Both are children of the monitor and end with it.
+//!
+//! A coLinux guest is another kernel and cannot share a socket: its Xvfb demands a
+//! cookie and the guest reaches it over the network through [`crate::xrelay`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +20,8 @@ pub(crate) struct GuiDisplay {
     pub addr: String,
     xvfb: Child,
     server: Option<Child>,
+    /// The Xauthority file the Xvfb was started with (`-auth`), when it demands one.
+    auth: Option<PathBuf>,
 }
 
 /// The first display number with neither a socket nor a lock file.
@@ -29,8 +34,14 @@ fn free_display() -> Option<u32> {
 
 impl GuiDisplay {
     /// Start the Xvfb. `addr` is `HOST:PORT` for the SPICE server, checked here so a bad
-    /// value fails before the container exists.
-    pub fn start(name: &str, addr: &str) -> Result<GuiDisplay> {
+    /// value fails before the container exists. With `cookie_for`, a coLinux guest's
+    /// (the cookie directory and the bridge address it dials), the Xvfb demands a fresh
+    /// cookie written there.
+    pub fn start(
+        name: &str,
+        addr: &str,
+        cookie_for: Option<(&Path, std::net::Ipv4Addr)>,
+    ) -> Result<GuiDisplay> {
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
             Error::Msg(format!(
                 "container {name}: SPICE address {addr:?} is not HOST:PORT"
@@ -63,9 +74,23 @@ impl GuiDisplay {
         }
         let display = free_display()
             .ok_or_else(|| Error::Msg("no free X display number between :20 and :199".into()))?;
-        let xvfb = with_default_signals(Command::new("Xvfb"))
-            .arg(format!(":{display}"))
-            .args(["-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"])
+        let auth = match cookie_for {
+            Some((dir, bridge)) => Some(crate::xrelay::write_cookie(dir, display, bridge)?),
+            None => None,
+        };
+        let mut xvfb = with_default_signals(Command::new("Xvfb"));
+        xvfb.arg(format!(":{display}")).args([
+            "-screen",
+            "0",
+            "1024x768x24",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ]);
+        if let Some(a) = &auth {
+            xvfb.arg("-auth").arg(a);
+        }
+        let xvfb = xvfb
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -80,6 +105,7 @@ impl GuiDisplay {
             addr: addr.to_string(),
             xvfb,
             server: None,
+            auth,
         };
         let sock = gui.socket();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -111,7 +137,11 @@ impl GuiDisplay {
     /// Serve the display with `coop spice serve`, re-executing our own binary.
     pub fn serve(&mut self, exe: &Path) -> Result<()> {
         let (host, port) = self.addr.rsplit_once(':').expect("checked in start");
-        let child = with_default_signals(Command::new(exe))
+        let mut cmd = with_default_signals(Command::new(exe));
+        if let Some(a) = &self.auth {
+            cmd.env("XAUTHORITY", a);
+        }
+        let child = cmd
             .args(["spice", "serve", "--x11", &format!(":{}", self.display)])
             .args([
                 "--addr",
@@ -141,14 +171,22 @@ impl GuiDisplay {
     }
 }
 
-/// The monitor ignores SIGPIPE; its helpers must start with default dispositions.
+/// The monitor ignores SIGPIPE; its helpers must start with default dispositions. They
+/// also get SIGTERM when the monitor dies, so a monitor killed with SIGKILL leaves no
+/// display or server running behind it.
 fn with_default_signals(mut cmd: Command) -> Command {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and only calls signal(2) and
-    // sigprocmask(2), which are async-signal-safe.
+    let monitor = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only calls signal(2),
+    // sigprocmask(2), prctl(2) and getppid(2), which are async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             crate::init::reset_signals();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            // The monitor may have died before prctl took effect.
+            if libc::getppid() != monitor {
+                return Err(std::io::Error::other("the monitor is gone"));
+            }
             Ok(())
         });
     }

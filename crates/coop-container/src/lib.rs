@@ -25,6 +25,7 @@ pub mod start;
 pub mod state;
 pub mod stop;
 pub mod store;
+mod xrelay;
 
 pub use error::Error;
 pub use store::Store;

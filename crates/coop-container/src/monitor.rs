@@ -108,6 +108,8 @@ struct Monitor {
     exit: Option<String>,
     net: Option<coop_net::Attached>,
     gui: Option<crate::display::GuiDisplay>,
+    /// coLinux with a display: the guest's X clients come in over the network.
+    xrelay: Option<crate::xrelay::XRelay>,
     /// coLinux: our end of the guest agent's serial line, and who uses it now.
     agent: Option<UnixStream>,
     agent_client: Option<UnixStream>,
@@ -123,6 +125,12 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     let config = Config::load(&store.config_path(name))?;
     // Network keys are checked before anything changes on the host.
     let ifaces = coop_net::parse_interfaces(&config.net)?;
+    let spice = spice.or_else(|| config.display_spice.clone());
+    // coLinux guests reach their X display over their network: without one, refuse now.
+    let x11_link = match (&spice, config.kind.as_deref()) {
+        (Some(_), Some("colinux")) => Some(crate::xrelay::require_network(store, name, &ifaces)?),
+        _ => None,
+    };
     let rootfs = config
         .rootfs
         .clone()
@@ -171,6 +179,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         exit: None,
         net: None,
         gui: None,
+        xrelay: None,
         agent: None,
         agent_client: None,
     };
@@ -219,15 +228,24 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     let colinux = config.kind.as_deref() == Some("colinux");
     let mut agent_child_end = None;
     if colinux {
-        let (ours, theirs) = colinux_spec(store, name, &config, &ifaces, &mut spec)?;
+        let (ours, theirs) =
+            colinux_spec(store, name, &config, &ifaces, x11_link.is_some(), &mut spec)?;
         init::set_cloexec(&ours);
         spec.agent_fd = Some(theirs.as_raw_fd());
         agent_child_end = Some(theirs);
         mon.agent = Some(ours);
     }
-    if let Some(addr) = spice.or_else(|| config.display_spice.clone()) {
-        let gui = crate::display::GuiDisplay::start(name, &addr)?;
-        spec.mounts.push(gui.mount_entry());
+    let mut x11_bridge = None;
+    if let Some(addr) = spice {
+        let cookie_dir = crate::xrelay::host_dir(&store.run_dir(name).join("uml"));
+        if let Some(link) = &x11_link {
+            x11_bridge = Some(crate::xrelay::bridge_of(store, link)?);
+        }
+        let cookie = x11_bridge.map(|b| (cookie_dir.as_path(), b));
+        let gui = crate::display::GuiDisplay::start(name, &addr, cookie)?;
+        if !colinux {
+            spec.mounts.push(gui.mount_entry());
+        }
         mon.gui = Some(gui);
     }
     let userns = spec.userns;
@@ -306,6 +324,16 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         drop(sync_w);
         return Err(e);
     }
+    if let (Some(gui), Some(bridge)) = (&mon.gui, x11_bridge) {
+        let guest = crate::xrelay::guest_addr(name, mon.net.as_ref())?;
+        mon.xrelay = Some(crate::xrelay::XRelay::start(
+            name,
+            bridge,
+            gui.display,
+            guest,
+            gui.socket(),
+        )?);
+    }
     tracing::debug!(elapsed = ?t0.elapsed(), "cloned + cgroup joined + net");
     sync_w
         .write_all(b"G")
@@ -334,7 +362,12 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
             .iter()
             .map(|c| c.to_string())
             .collect(),
-        env: config.environment.clone(),
+        env: config
+            .environment
+            .iter()
+            .cloned()
+            .chain(mon.xrelay.iter().flat_map(|x| x.env.clone()))
+            .collect(),
     };
     let state = RunState {
         name: name.to_string(),
@@ -537,6 +570,7 @@ fn colinux_spec(
     name: &str,
     config: &Config,
     ifaces: &[coop_net::IfaceSpec],
+    x11: bool,
     spec: &mut ChildSpec,
 ) -> Result<(UnixStream, UnixStream)> {
     let cc = coop_colinux::parse_keys(&config.colinux)?;
@@ -577,6 +611,10 @@ fn colinux_spec(
         });
     }
     let mut inst = cc.instance_spec(name);
+    if x11 {
+        // The X cookie, read-only; its directory is made with the cookie before boot.
+        inst.shares.push(crate::xrelay::guest_share());
+    }
     if inst.net.is_none() {
         // conet: the guest's eth0 goes out through the container's veth (a raw socket)
         // with the MAC the network's lease was made for; see coop_net::lend_to_guest.
@@ -1029,6 +1067,7 @@ impl Monitor {
             }
         }
         self.teardown_net();
+        self.xrelay = None;
         self.gui = None;
         self.cleanup_files();
         let msg = format!("{{\"ok\":true,\"exit\":{}}}\n", serde_json::json!(exit));
