@@ -475,3 +475,110 @@ fn stream_reports_lower_the_rate_on_a_slow_link_only() {
         "frames on the slow link are not smaller: {s:?} vs {f:?}"
     );
 }
+
+/// Animated frames of flat colours and hard edges (a UI redrawn fast, not a video).
+fn synthetic_frames(dir: &Path) -> Vec<String> {
+    (0..6)
+        .map(|i| {
+            let f = dir.join(format!("s{i}.png"));
+            let ok = Command::new("convert")
+                .args(["-size", "240x180", "xc:#e0e0e0", "-fill", "#2050c0"])
+                .arg("-draw")
+                .arg(format!("rectangle {} 20 {} 160", 10 + i * 30, 60 + i * 30))
+                .arg(&f)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "convert synthetic frame failed");
+            f.to_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// An X server showing `frames` animated at 25 frames a second.
+fn animated(frames: &[String]) -> Xvfb {
+    let mut x = Xvfb::start(640, 480);
+    assert!(x.run("xsetroot", &["-solid", "#204060"]));
+    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "anim"];
+    args.extend(frames.iter().map(String::as_str));
+    x.spawn("animate", &args);
+    assert!(x.wait_window("anim"), "animate did not map");
+    x
+}
+
+/// Follows a server's display channel for `secs` seconds as a client that decodes
+/// everything; returns (streams created, frames, image draws) as the client saw them.
+async fn follow(x: &Xvfb, mode: spice_server::StreamingVideo, secs: u64) -> (usize, usize, usize) {
+    let srv = start_server(
+        &x.name,
+        Config {
+            streaming_video: mode,
+            ..no_auth()
+        },
+    )
+    .await;
+    let addr = srv.addr.unwrap();
+    let (_main, sid) = session(tcp(addr).await, "").await;
+    let mut disp = link(
+        tcp(addr).await,
+        sid,
+        spice_proto::consts::channel::DISPLAY,
+        "",
+    )
+    .await
+    .unwrap();
+    disp.send(&spice_proto::DisplayClientMsg::Init {
+        pixmap_cache_id: 1,
+        pixmap_cache_size: 4 << 20,
+        glz_dictionary_id: 1,
+        glz_dictionary_window_size: 1 << 21,
+    })
+    .await;
+    let mut canvas = Canvas::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), disp.recv()).await {
+            canvas.apply(&m.expect("display channel closed"));
+        }
+    }
+    let st = srv.stats.stats();
+    assert_eq!(canvas.streams_created as u64, st.video_streams);
+    (canvas.streams_created, canvas.stream_frames, canvas.draws)
+}
+
+/// `streaming_video`: `Off` sends a video as images, `Filter` streams it but not a
+/// fast-redrawn UI area, `All` streams that too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_video_off_filter_all() {
+    use spice_server::StreamingVideo as S;
+    if skip_without(&["Xvfb", "xsetroot", "animate", "convert"]) {
+        return;
+    }
+    let dir = tempdir();
+    let photo: Vec<String> = (0..6)
+        .map(|i| plasma(dir.path(), &format!("p{i}.png"), "240x180", i + 1))
+        .collect();
+    let xp = tokio::task::block_in_place(|| animated(&photo));
+    let xs = tokio::task::block_in_place(|| animated(&synthetic_frames(dir.path())));
+
+    let (streams, frames, draws) = follow(&xp, S::Off, 4).await;
+    eprintln!("off, video: {streams} streams, {frames} frames, {draws} draws");
+    assert_eq!((streams, frames), (0, 0), "streaming off still streamed");
+    assert!(draws >= 30, "off: only {draws} image updates of the video");
+
+    let (streams, frames, _) = follow(&xp, S::Filter, 4).await;
+    eprintln!("filter, video: {streams} streams, {frames} frames");
+    assert!(
+        streams >= 1 && frames > 0,
+        "filter did not stream the video"
+    );
+
+    let (streams, _, draws) = follow(&xs, S::Filter, 4).await;
+    eprintln!("filter, UI: {streams} streams, {draws} draws");
+    assert_eq!(streams, 0, "filter streamed synthetic content");
+    assert!(draws >= 30, "filter: only {draws} image updates of the UI");
+
+    let (streams, frames, _) = follow(&xs, S::All, 4).await;
+    eprintln!("all, UI: {streams} streams, {frames} frames");
+    assert!(streams >= 1 && frames > 0, "all did not stream the UI area");
+}
