@@ -203,7 +203,14 @@ impl Display {
                 if let Some(st) = &mut self.stream {
                     if r.stream_id == st.id && r.unique_id == st.report_id {
                         let now = crate::mm_time();
+                        let before = st.rate.level;
                         if st.rate.report(&r, now) {
+                            let c = if st.rate.level > before {
+                                &self.tally.stream_steps_down_report
+                            } else {
+                                &self.tally.stream_steps_up
+                            };
+                            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tracing::debug!(
                                 id = st.id,
                                 level = st.rate.level,
@@ -340,6 +347,9 @@ impl Display {
                     level = st.rate.level,
                     "stream over budget; rate lowered"
                 );
+                self.tally
+                    .stream_steps_down_link
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if early || backed_up {
                 // The rate control lowered the frame rate, or the link (its measured

@@ -250,6 +250,11 @@ pub struct ServerStats {
     pub stream_fps: u32,
     /// Lowest stream JPEG quality used so far (0 before any stream frame).
     pub stream_min_quality: u8,
+    /// Rate-control steps: down on late/dropped frames in a client's report, down on
+    /// frames skipped for the link's budget or backlog, and up on timely reports.
+    pub stream_steps_down_report: u64,
+    pub stream_steps_down_link: u64,
+    pub stream_steps_up: u64,
     /// Images sent as JPEG, as ZLIB_GLZ, and losslessly by any other codec.
     pub jpeg_images: u64,
     pub zlib_glz_images: u64,
@@ -268,6 +273,9 @@ pub(crate) struct Tally {
     pub stream_quality: AtomicU64,
     pub stream_fps: AtomicU64,
     pub stream_min_quality: AtomicU64,
+    pub stream_steps_down_report: AtomicU64,
+    pub stream_steps_down_link: AtomicU64,
+    pub stream_steps_up: AtomicU64,
     pub jpeg_images: AtomicU64,
     pub zlib_glz_images: AtomicU64,
     pub lossless_images: AtomicU64,
@@ -524,6 +532,9 @@ impl StatsHandle {
             stream_quality: t.stream_quality.load(Ordering::Relaxed) as u8,
             stream_fps: t.stream_fps.load(Ordering::Relaxed) as u32,
             stream_min_quality: t.stream_min_quality.load(Ordering::Relaxed) as u8,
+            stream_steps_down_report: t.stream_steps_down_report.load(Ordering::Relaxed),
+            stream_steps_down_link: t.stream_steps_down_link.load(Ordering::Relaxed),
+            stream_steps_up: t.stream_steps_up.load(Ordering::Relaxed),
             jpeg_images: t.jpeg_images.load(Ordering::Relaxed),
             zlib_glz_images: t.zlib_glz_images.load(Ordering::Relaxed),
             lossless_images: t.lossless_images.load(Ordering::Relaxed),

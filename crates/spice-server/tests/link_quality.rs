@@ -37,6 +37,7 @@ struct Net {
     srv: String,
     cli: String,
     srv_ip: String,
+    srv_dev: String,
 }
 
 impl Drop for Net {
@@ -55,8 +56,9 @@ impl Net {
             srv: format!("sl{tag}s"),
             cli: format!("sl{tag}c"),
             srv_ip: format!("10.213.{idx}.1"),
+            srv_dev: format!("sl{tag}a"),
         };
-        let (va, vb) = (format!("sl{tag}a"), format!("sl{tag}b"));
+        let (va, vb) = (net.srv_dev.clone(), format!("sl{tag}b"));
         ip(&["netns", "add", &net.srv])?;
         ip(&["netns", "add", &net.cli])?;
         ip(&[
@@ -80,6 +82,21 @@ impl Net {
             .map_err(|e| format!("tc tbf unavailable: {e}"))?;
         }
         Ok(net)
+    }
+
+    /// Lifts the rate limit: the link recovers.
+    fn unshape(&self) -> Result<(), String> {
+        ip(&[
+            "netns",
+            "exec",
+            &self.srv,
+            "tc",
+            "qdisc",
+            "del",
+            "dev",
+            &self.srv_dev,
+            "root",
+        ])
     }
 
     /// A command run in the client's namespace.
@@ -363,6 +380,8 @@ struct StreamRun {
     min_quality: u8,
     end_quality: u8,
     end_fps: u32,
+    /// Rate-control steps: down for reports, down for the link, up.
+    steps: (u64, u64, u64),
 }
 
 /// Runs spicy (on `viewer`) from the client namespace against `port`, waits for the
@@ -400,6 +419,11 @@ fn watch_stream(net: &Net, viewer: &Xvfb, port: u16, stats: &StatsHandle, secs: 
         min_quality: b.stream_min_quality,
         end_quality: b.stream_quality,
         end_fps: b.stream_fps,
+        steps: (
+            b.stream_steps_down_report,
+            b.stream_steps_down_link,
+            b.stream_steps_up,
+        ),
     }
 }
 
@@ -470,6 +494,7 @@ fn stream_reports_lower_the_rate_on_a_slow_link_only() {
         s.min_quality < 85 && (s.end_quality < 85 || s.end_fps < 30),
         "slow link kept full quality/rate: {s:?}"
     );
+    assert!(s.steps.0 + s.steps.1 >= 1, "no step down: {s:?}");
     // Lower quality shows in the frames' size.
     let per_frame = |r: &StreamRun| r.bytes_per_sec / r.frames_per_sec.max(0.1);
     assert!(
@@ -583,4 +608,83 @@ async fn streaming_video_off_filter_all() {
     let (streams, frames, _) = follow(&xs, S::All, 4).await;
     eprintln!("all, UI: {streams} streams, {frames} frames");
     assert!(streams >= 1 && frames > 0, "all did not stream the UI area");
+}
+
+/// Our own client library, run from the client namespace on a 1 Mbit/s link, reports
+/// on the stream like spice-gtk, and the server lowers the stream's quality for it;
+/// once the link's limit is lifted, timely reports bring the quality back up.
+#[test]
+fn our_client_reports_and_the_stream_adapts() {
+    if tools_missing(&["animate"]) {
+        return;
+    }
+    let net = match Net::new(4, Some("1mbit")) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let dir = tempdir();
+    let frames: Vec<String> = (0..8)
+        .map(|i| plasma(dir.path(), &format!("f{i}.png"), "320x240", i + 1))
+        .collect();
+    let x = animated(&frames);
+    let srv = serve_in(&net.srv, &x.name, ns_config(&net.srv_ip, 5974));
+    let path = format!("/run/netns/{}", net.cli);
+    let host = net.srv_ip.clone();
+    let client = std::thread::spawn(move || -> Result<u64, String> {
+        let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let s = spice_client::Session::connect(spice_client::ClientConfig::new(host, 5974))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            if let Some(e) = s.error() {
+                return Err(e.to_string());
+            }
+            Ok(s.stream_reports())
+        })
+    });
+    std::thread::sleep(Duration::from_secs(14));
+    let slow = srv.stats.stats();
+    eprintln!(
+        "our client on 1 Mbit/s: {} reports, {} frames, {} B of video, quality min {} now {}, \
+         {} fps, steps down {} (reports) {} (link), up {}",
+        slow.stream_reports,
+        slow.video_frames,
+        slow.video_bytes,
+        slow.stream_min_quality,
+        slow.stream_quality,
+        slow.stream_fps,
+        slow.stream_steps_down_report,
+        slow.stream_steps_down_link,
+        slow.stream_steps_up
+    );
+    net.unshape().expect("lift the rate limit");
+    let sent = client
+        .join()
+        .expect("client thread")
+        .expect("client session");
+    let st = srv.stats.stats();
+    eprintln!(
+        "after the limit is lifted: {} reports, quality now {}, {} fps, steps up {}",
+        st.stream_reports, st.stream_quality, st.stream_fps, st.stream_steps_up
+    );
+    assert!(slow.video_streams >= 1, "no stream: {slow:?}");
+    assert!(sent > 0 && slow.stream_reports > 0, "no reports: {slow:?}");
+    assert!(
+        slow.stream_min_quality < 85,
+        "quality never lowered: {slow:?}"
+    );
+    assert!(
+        st.stream_steps_up > slow.stream_steps_up && st.stream_quality > slow.stream_quality,
+        "quality did not recover: {slow:?} then {st:?}"
+    );
 }
