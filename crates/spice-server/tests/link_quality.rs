@@ -343,9 +343,14 @@ async fn loopback_is_lan_and_lossless_unless_jpeg_is_forced() {
     let st = srv.stats.stats();
     let t = st.net_test.expect("bandwidth test result");
     eprintln!(
-        "loopback: latency {:.2} ms, {:.0} Mbit/s measured",
+        "loopback: latency {:.2} ms, {} Mbit/s measured; photo screen lossless: {} B",
         t.latency.as_secs_f64() * 1000.0,
-        t.bits_per_sec as f64 / 1e6
+        if t.bits_per_sec == u64::MAX {
+            "too fast to time".to_string()
+        } else {
+            format!("{:.0}", t.bits_per_sec as f64 / 1e6)
+        },
+        st.display_bytes_out
     );
     assert!(!t.wan, "loopback seen as WAN: {t:?}");
     assert_eq!((st.jpeg_images, st.zlib_glz_images), (0, 0), "{st:?}");
@@ -367,7 +372,10 @@ async fn loopback_is_lan_and_lossless_unless_jpeg_is_forced() {
     assert!(st.jpeg_images >= 1, "forced JPEG not used: {st:?}");
     let (_, _, got) = read_ppm(&shot).expect("ppm");
     let p = psnr(&got, &want);
-    eprintln!("forced JPEG on LAN: PSNR {p:.1} dB");
+    eprintln!(
+        "forced JPEG on LAN: PSNR {p:.1} dB, {} B",
+        st.display_bytes_out
+    );
     assert!(p >= 30.0 && p.is_finite(), "forced JPEG PSNR {p:.1} dB");
 }
 
