@@ -75,6 +75,8 @@ const STREAM_BUDGET_SHARE: f64 = 0.6;
 /// Bounds of the budget as reports move it, bytes per second.
 const STREAM_BUDGET_MIN: f64 = 8_000.0;
 const STREAM_BUDGET_MAX: f64 = 100e6;
+/// Updates wait while more than this many bytes wait for the link.
+const UPDATE_BACKLOG_MAX: u64 = 128 * 1024;
 /// A due stream frame is skipped while more than this many bytes wait for the link.
 const STREAM_BACKLOG_MAX: u64 = 32 * 1024;
 /// Longest wait of the first frame for the session's bandwidth test. The main channel
@@ -587,7 +589,7 @@ const BACKLOG_STEP_HOLD_MS: u32 = 1000;
 impl RateControl {
     pub fn quality(&self, top: u8) -> u8 {
         let pct = RATE_LEVELS[self.level].0;
-        (u32::from(top) * pct / 100).clamp(5, 100) as u8
+        (u32::from(top) * pct / 100).clamp(1, 100) as u8
     }
 
     pub fn fps(&self, max_fps: u32) -> u32 {
@@ -900,7 +902,11 @@ async fn serve_display(
             _ = tokio::time::sleep_until(due), if pending => {
                 last = Instant::now();
                 let (w, h) = shared.source.size();
-                if full || (w, h) != (d.width, d.height) {
+                if ch.backlog() > UPDATE_BACKLOG_MAX {
+                    // The link has not taken the previous updates yet: let the damage
+                    // merge and send the latest pixels once it has, rather than
+                    // queueing pictures that are stale on arrival.
+                } else if full || (w, h) != (d.width, d.height) {
                     let recreate = (w, h) != (d.width, d.height);
                     dirty.clear();
                     full = false;

@@ -653,7 +653,7 @@ fn our_client_reports_and_the_stream_adapts() {
             let s = spice_client::Session::connect(spice_client::ClientConfig::new(host, 5974))
                 .await
                 .map_err(|e| e.to_string())?;
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_secs(36)).await;
             if let Some(e) = s.error() {
                 return Err(e.to_string());
             }
@@ -692,7 +692,7 @@ fn our_client_reports_and_the_stream_adapts() {
         "quality never lowered: {slow:?}"
     );
     assert!(
-        st.stream_steps_up > slow.stream_steps_up && st.stream_quality > slow.stream_quality,
+        st.stream_steps_up > slow.stream_steps_up && st.stream_quality > slow.stream_min_quality,
         "quality did not recover: {slow:?} then {st:?}"
     );
 }
