@@ -22,6 +22,7 @@ pub mod headless;
 pub mod image;
 pub mod keymap;
 pub mod output;
+pub mod report;
 pub mod session;
 #[cfg(feature = "window")]
 pub mod viewer;

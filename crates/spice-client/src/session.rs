@@ -102,6 +102,10 @@ struct Shared {
     mouse_mode: AtomicU16,
     /// Bumped on every display message, for viewers polling for changes.
     generation: AtomicU64,
+    /// The server's multimedia clock, from MAIN INIT (stream frame stamps).
+    mm_clock: crate::report::MmClock,
+    /// STREAM_REPORTs sent on display channels.
+    stream_reports: AtomicU64,
     agent: Mutex<AgentState>,
 }
 
@@ -177,6 +181,8 @@ impl Session {
             glz: SharedWindow::new(cfg.glz_window_pixels.max(1) as u64),
             mouse_mode: AtomicU16::new(init.current_mouse_mode as u16),
             generation: AtomicU64::new(0),
+            mm_clock: crate::report::MmClock::new(init.multi_media_time, Instant::now()),
+            stream_reports: AtomicU64::new(0),
             agent: Mutex::new(AgentState::default()),
             cfg,
         });
@@ -302,6 +308,11 @@ impl Session {
     /// The current `mouse_mode` (SERVER or CLIENT).
     pub fn mouse_mode(&self) -> u16 {
         self.shared.mouse_mode.load(Ordering::Relaxed)
+    }
+
+    /// STREAM_REPORTs sent to the server so far (it asks for them per video stream).
+    pub fn stream_reports(&self) -> u64 {
+        self.shared.stream_reports.load(Ordering::Relaxed)
     }
 
     /// Counts of decoded images by `image_type` on the display channel.
@@ -477,6 +488,7 @@ async fn run_channel(sh: &Arc<Shared>, c: ChannelId) -> Result<(), ClientError> 
             caps::display::PREF_COMPRESSION,
             caps::display::MULTI_CODEC,
             caps::display::CODEC_MJPEG,
+            caps::display::STREAM_REPORT,
         ] {
             set_cap(&mut link.channel_caps, cap);
         }
@@ -557,6 +569,7 @@ async fn display_loop(
     let may_block = !images.glz_wait.is_zero();
     *lock(&state) = Some(DisplayState::new(images));
     let mut blinker = RepeatFilter::default();
+    let mut reporter = crate::report::Reporter::default();
     loop {
         let m = ch.recv().await?;
         let msg =
@@ -564,6 +577,10 @@ async fn display_loop(
                 channel: "display",
                 source,
             })?;
+        if let Some(r) = reporter.on_message(&msg, &sh.mm_clock, Instant::now()) {
+            ch.tx.send(&r).await?;
+            sh.stream_reports.fetch_add(1, Ordering::Relaxed);
+        }
         let bbox = DisplayState::draw_bbox(&msg);
         let repeat = {
             let mut d = lock(&state);

@@ -30,6 +30,11 @@ const SEND_QUEUE: usize = 64;
 const RECV_QUEUE: usize = 64;
 /// Messages between client ACKs (spice-server's default client window).
 pub(crate) const ACK_WINDOW: u32 = 20;
+/// The window on a slow (WAN) link, as spice-server widens it: more messages in flight
+/// so round trips do not throttle a link whose bytes are few but whose latency is long.
+pub(crate) const WAN_ACK_WINDOW: u32 = 40;
+/// PONGs queued towards the channel logic; later ones are dropped while it is full.
+const PONG_QUEUE: usize = 8;
 /// Bytes written before a flush when several queued messages are ready.
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -152,6 +157,12 @@ pub(crate) struct Counters {
 pub(crate) struct Channel {
     pub tx: mpsc::Sender<Out>,
     pub rx: mpsc::Receiver<RawMessage>,
+    /// The client's PONGs: (ping id, when the reader got it). Only the main channel
+    /// reads them (its bandwidth test); elsewhere they are dropped once this is full.
+    pub pongs: mpsc::Receiver<(u32, std::time::Instant)>,
+    /// Body bytes queued but not yet handed to the socket (the writer is waiting for
+    /// the socket or for the client's ACKs): how far a slow link lags behind us.
+    backlog: Arc<AtomicU64>,
     reader: JoinHandle<()>,
     writer: Option<JoinHandle<()>>,
     generation: u32,
@@ -176,11 +187,25 @@ impl Channel {
         let ack = Arc::new(AckState::default());
         let (tx, out_rx) = mpsc::channel(SEND_QUEUE);
         let (in_tx, rx) = mpsc::channel(RECV_QUEUE);
-        let writer = tokio::spawn(writer(w, out_rx, kind, ack.clone(), counters.clone(), name));
-        let reader = tokio::spawn(reader(r, early, in_tx, kind, max_msg, ack, counters, name));
+        let (pong_tx, pongs) = mpsc::channel(PONG_QUEUE);
+        let backlog = Arc::new(AtomicU64::new(0));
+        let writer = tokio::spawn(writer(
+            w,
+            out_rx,
+            kind,
+            ack.clone(),
+            counters.clone(),
+            backlog.clone(),
+            name,
+        ));
+        let reader = tokio::spawn(reader(
+            r, early, in_tx, pong_tx, kind, max_msg, ack, counters, name,
+        ));
         Channel {
             tx,
             rx,
+            pongs,
+            backlog,
             reader,
             writer: Some(writer),
             generation: 0,
@@ -189,10 +214,17 @@ impl Channel {
 
     /// Sends a message; `Err` when the client is gone.
     pub async fn send(&self, out: Out) -> Result<(), ServerError> {
+        self.backlog
+            .fetch_add(out.body.len() as u64, Ordering::Relaxed);
         self.tx
             .send(out)
             .await
             .map_err(|_| ServerError::Protocol("client connection closed".into()))
+    }
+
+    /// Body bytes queued towards the client and not yet written to its socket.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
     }
 
     pub async fn send_msg<M: Message>(&self, m: &M) -> Result<(), ServerError> {
@@ -201,10 +233,15 @@ impl Channel {
 
     /// Starts a new ACK window (SET_ACK), as every spice-server channel does first.
     pub async fn set_ack(&mut self) -> Result<(), ServerError> {
+        self.set_ack_window(ACK_WINDOW).await
+    }
+
+    /// Starts a new ACK window of `window` messages (e.g. wider once a link is slow).
+    pub async fn set_ack_window(&mut self, window: u32) -> Result<(), ServerError> {
         self.generation += 1;
         self.send_msg(&BaseServerMsg::SetAck {
             generation: self.generation,
-            window: ACK_WINDOW,
+            window,
         })
         .await
     }
@@ -240,6 +277,7 @@ async fn writer<W: AsyncWrite>(
     kind: HeaderKind,
     ack: Arc<AckState>,
     counters: Arc<Vec<Arc<Counters>>>,
+    backlog: Arc<AtomicU64>,
     name: &'static str,
 ) {
     let mut serial = 0u64;
@@ -281,6 +319,7 @@ async fn writer<W: AsyncWrite>(
                 break 'outer;
             }
             pending += buf.len();
+            backlog.fetch_sub(m.body.len() as u64, Ordering::Relaxed);
             ack.sent(set_ack);
             if pending < WRITE_BATCH {
                 if let Ok(m) = rx.try_recv() {
@@ -318,6 +357,7 @@ async fn reader<R: AsyncRead>(
     mut r: tokio::io::ReadHalf<R>,
     early: Vec<u8>,
     tx: mpsc::Sender<RawMessage>,
+    pongs: mpsc::Sender<(u32, std::time::Instant)>,
     kind: HeaderKind,
     max_msg: u32,
     ack: Arc<AckState>,
@@ -345,6 +385,7 @@ async fn reader<R: AsyncRead>(
                     }
                     Ok(BaseClientMsg::Pong { id, .. }) => {
                         tracing::trace!(channel = name, id, "pong");
+                        let _ = pongs.try_send((id, std::time::Instant::now()));
                     }
                     Ok(b) => ack.on_client(&b),
                     Err(e) => {

@@ -10,9 +10,18 @@
 //! that falls behind the event stream gets a full refresh.
 //!
 //! An area redrawn as a whole at least 20 times in a row at more than 10 frames a
-//! second, with photographic content, becomes an MJPEG video stream (STREAM_CREATE,
-//! then one STREAM_DATA per update); a second without frames, or drawing across its
-//! edge, ends it (STREAM_DESTROY) and the area is redrawn losslessly.
+//! second, with photographic content (any content under `StreamingVideo::All`, never
+//! under `Off`), becomes an MJPEG video stream (STREAM_CREATE, then one STREAM_DATA
+//! per update); a second without frames, or drawing across its edge, ends it
+//! (STREAM_DESTROY) and the area is redrawn losslessly. A client with the STREAM_REPORT
+//! capability is asked for reports (STREAM_ACTIVATE_REPORT); late or dropped frames
+//! lower the stream's JPEG quality and frame rate a step ([`RateControl`]), a run of
+//! timely reports raises them again.
+//!
+//! The session's bandwidth test (main channel) sets LAN or WAN mode: on WAN the
+//! ACK window widens, photographic images go JPEG and GLZ ones are zlib-wrapped, as
+//! `jpeg_wan_compression` / `zlib_glz_wan_compression` allow. The first frame waits
+//! for the test so that it is already encoded for the link.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,9 +40,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::conn::{Channel, Out};
-use crate::imaging::{is_photographic, ClientImaging};
-use crate::{ImageCompression, ServerError, Session, Shared};
+use crate::conn::{Channel, Out, ACK_WINDOW, WAN_ACK_WINDOW};
+use crate::imaging::{is_photographic, ClientImaging, WanPolicy};
+use crate::{ImageCompression, LinkState, ServerError, Session, Shared, StreamingVideo, Tally};
 
 /// Largest display-channel message from a client.
 const MAX_DISPLAY_MSG: u32 = 64 * 1024;
@@ -52,10 +61,27 @@ const STREAM_MAX_GAP: Duration = Duration::from_millis(100);
 const STREAM_MIN_PIXELS: u64 = 96 * 64;
 /// A stream without frames for this long ends (and its area is redrawn losslessly).
 const STREAM_IDLE: Duration = Duration::from_secs(1);
-const STREAM_JPEG_QUALITY: u8 = 85;
 /// Frames are stamped this far ahead of the multimedia clock so spice-gtk, which
 /// schedules frames by stamp, never sees them as late.
 const STREAM_LATENCY_MS: u32 = 100;
+/// STREAM_ACTIVATE_REPORT's terms (spice-server's): a report every 5 frames, or
+/// every second when fewer arrive.
+const REPORT_WINDOW: u32 = 5;
+const REPORT_TIMEOUT_MS: u32 = 1000;
+/// Share of a slow link's measured bandwidth a stream starts with. spice-gtk reads
+/// while data is pending before it writes, so a saturated link would also silence
+/// its reports and ACKs; leaving room keeps them flowing.
+const STREAM_BUDGET_SHARE: f64 = 0.6;
+/// Bounds of the budget as reports move it, bytes per second.
+const STREAM_BUDGET_MIN: f64 = 8_000.0;
+const STREAM_BUDGET_MAX: f64 = 100e6;
+/// Updates wait while more than this many bytes wait for the link.
+const UPDATE_BACKLOG_MAX: u64 = 128 * 1024;
+/// A due stream frame is skipped while more than this many bytes wait for the link.
+const STREAM_BACKLOG_MAX: u64 = 32 * 1024;
+/// Longest wait of the first frame for the session's bandwidth test. The main channel
+/// gives up sooner on a client that does not answer PINGs.
+const NET_TEST_WAIT: Duration = Duration::from_secs(5);
 
 /// Builds a DRAW_COPY of `w`×`h` tightly packed BGRX pixels at (`x`, `y`) on the
 /// primary surface, preceded by any cache invalidations the image needs.
@@ -108,8 +134,17 @@ struct Display {
     detector: StreamDetector,
     stream: Option<VideoStream>,
     next_stream_id: u32,
+    /// A stream frame is due but waits for the stream's (reduced) frame interval.
+    stream_owed: bool,
+    /// The client sends STREAM_REPORTs when asked.
+    report_cap: bool,
     /// An earlier display channel of this session existed.
     relinked: bool,
+    /// The session's link was measured as slow.
+    wan: bool,
+    /// Its measured bandwidth then, bits per second.
+    link_bps: Option<u64>,
+    tally: Arc<Tally>,
 }
 
 impl Display {
@@ -132,9 +167,64 @@ impl Display {
         self.imaging.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Applies the session's bandwidth test: lossy images and the ACK window.
+    async fn apply_link(
+        &mut self,
+        shared: &Shared,
+        ch: &mut Channel,
+        st: LinkState,
+    ) -> Result<(), ServerError> {
+        let wan = st.wan();
+        self.link_bps = match st {
+            LinkState::Measured(t) if t.wan => Some(t.bits_per_sec),
+            _ => None,
+        };
+        let c = &shared.config;
+        self.imaging().wan = WanPolicy {
+            jpeg: c.jpeg_wan_compression.enabled(wan),
+            zlib_glz: c.zlib_glz_wan_compression.enabled(wan),
+            jpeg_quality: c.jpeg_quality,
+        };
+        if wan != self.wan {
+            self.wan = wan;
+            tracing::debug!(wan, "display link mode");
+            ch.set_ack_window(if wan { WAN_ACK_WINDOW } else { ACK_WINDOW })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Handles one client message.
-    fn on_client(&self, m: DisplayClientMsg) {
+    fn on_client(&mut self, m: DisplayClientMsg) {
         match m {
+            DisplayClientMsg::StreamReport(r) => {
+                tracing::trace!(?r, "stream report");
+                self.tally
+                    .stream_reports
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(st) = &mut self.stream {
+                    if r.stream_id == st.id && r.unique_id == st.report_id {
+                        let now = crate::mm_time();
+                        let before = st.rate.level;
+                        if st.rate.report(&r, now) {
+                            let c = if st.rate.level > before {
+                                &self.tally.stream_steps_down_report
+                            } else {
+                                &self.tally.stream_steps_up
+                            };
+                            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::debug!(
+                                id = st.id,
+                                level = st.rate.level,
+                                drops = r.num_drops,
+                                frames = r.num_frames,
+                                delay = r.last_frame_delay,
+                                "stream rate changed"
+                            );
+                        }
+                    }
+                }
+            }
             DisplayClientMsg::Init {
                 pixmap_cache_size,
                 glz_dictionary_window_size,
@@ -171,6 +261,7 @@ impl Display {
         recreate: bool,
     ) -> Result<(), ServerError> {
         let frame = shared.source.capture_full().await?;
+        self.stream_owed = false;
         if let Some(st) = self.stream.take() {
             ch.send_msg(&DisplayServerMsg::StreamDestroy { id: st.id })
                 .await?;
@@ -213,7 +304,7 @@ impl Display {
         dirty: &[Rect],
     ) -> Result<bool, ServerError> {
         let bounds = Rect::new(0, 0, self.width, self.height);
-        let mut frame_due = false;
+        let mut frame_due = std::mem::take(&mut self.stream_owed);
         for r in merge_rects(dirty, bounds, MAX_RECTS) {
             if let Some(st) = &self.stream {
                 if st.rect.contains(&r) {
@@ -230,17 +321,46 @@ impl Display {
             let Some(photo) = self.capture_and_send(shared, ch, r).await? else {
                 return Ok(false);
             };
-            // Like spice-server's "filter" streaming mode, only photographic content
-            // (video, not a scrolling terminal) is sent lossy.
-            if self.stream.is_none() && self.detector.redrawn(r, std::time::Instant::now()) && photo
+            // In spice-server's "filter" mode only photographic content (video, not a
+            // scrolling terminal) is sent lossy.
+            let mode = shared.config.streaming_video;
+            if self.stream.is_none()
+                && mode != StreamingVideo::Off
+                && self.detector.redrawn(r, std::time::Instant::now())
+                && (photo || mode == StreamingVideo::All)
             {
-                self.start_stream(ch, r).await?;
-                shared
+                self.start_stream(shared, ch, r).await?;
+                self.tally
                     .video_streams
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         if frame_due {
+            let Some(st) = &mut self.stream else {
+                return Ok(true);
+            };
+            st.drawn = Instant::now();
+            let early = st.last.elapsed() < st.interval;
+            let backed_up =
+                ch.backlog() > STREAM_BACKLOG_MAX || !st.rate.may_send(std::time::Instant::now());
+            if backed_up && !early && st.rate.backlogged(crate::mm_time()) {
+                tracing::debug!(
+                    id = st.id,
+                    level = st.rate.level,
+                    "stream over budget; rate lowered"
+                );
+                self.tally
+                    .stream_steps_down_link
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if early || backed_up {
+                // The rate control lowered the frame rate, or the link (its measured
+                // bandwidth, or our queue towards it) has no room for another frame
+                // yet (spice-server drops frames then too): send the latest picture
+                // later.
+                self.stream_owed = true;
+                return Ok(true);
+            }
             return self.stream_frame(shared, ch).await;
         }
         Ok(true)
@@ -272,10 +392,20 @@ impl Display {
         Ok(Some(photo))
     }
 
-    async fn start_stream(&mut self, ch: &Channel, rect: Rect) -> Result<(), ServerError> {
+    async fn start_stream(
+        &mut self,
+        shared: &Shared,
+        ch: &Channel,
+        rect: Rect,
+    ) -> Result<(), ServerError> {
         self.next_stream_id = self.next_stream_id.wrapping_add(1);
         let id = self.next_stream_id;
-        tracing::debug!(id, ?rect, "starting a video stream");
+        tracing::debug!(
+            id,
+            ?rect,
+            report = self.report_cap,
+            "starting a video stream"
+        );
         ch.send_msg(&DisplayServerMsg::StreamCreate(StreamCreate {
             surface_id: 0,
             id,
@@ -295,11 +425,32 @@ impl Display {
             clip: Clip::None,
         }))
         .await?;
+        let report_id = id;
+        if self.report_cap {
+            ch.send_msg(&DisplayServerMsg::StreamActivateReport {
+                stream_id: id,
+                unique_id: report_id,
+                max_window_size: REPORT_WINDOW,
+                timeout_ms: REPORT_TIMEOUT_MS,
+            })
+            .await?;
+        }
+        let mut rate = RateControl::default();
+        if let Some(bps) = self.link_bps {
+            rate.set_budget(
+                bps as f64 / 8.0 * STREAM_BUDGET_SHARE,
+                std::time::Instant::now(),
+            );
+        }
         self.stream = Some(VideoStream {
             id,
             rect,
             last: Instant::now(),
+            drawn: Instant::now(),
             frames: 0,
+            report_id,
+            interval: rate.interval(shared.config.max_fps),
+            rate,
         });
         Ok(())
     }
@@ -310,6 +461,9 @@ impl Display {
             return Ok(true);
         };
         let r = st.rect;
+        let quality = st.rate.quality(shared.config.jpeg_quality);
+        let fps = st.rate.fps(shared.config.max_fps);
+        st.interval = st.rate.interval(shared.config.max_fps);
         let data = match shared.source.capture(r).await {
             Ok(d) => d,
             Err(coop_display::DisplayError::OutOfBounds { .. }) => return Ok(false),
@@ -323,7 +477,7 @@ impl Display {
                     stride: r.w as usize * 4,
                     data: &data,
                 },
-                STREAM_JPEG_QUALITY,
+                quality,
             )
         })
         .await
@@ -337,9 +491,18 @@ impl Display {
         };
         st.last = Instant::now();
         st.frames += 1;
-        shared
-            .video_frames
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        st.rate.sent(jpeg.len());
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let t = &self.tally;
+            t.video_frames.fetch_add(1, Relaxed);
+            t.video_bytes.fetch_add(jpeg.len() as u64, Relaxed);
+            t.stream_quality.store(u64::from(quality), Relaxed);
+            t.stream_fps.store(u64::from(fps), Relaxed);
+            let _ = t.stream_min_quality.fetch_update(Relaxed, Relaxed, |m| {
+                (m == 0 || u64::from(quality) < m).then_some(u64::from(quality))
+            });
+        }
         ch.send_msg(&DisplayServerMsg::StreamData {
             id: st.id,
             multi_media_time: crate::mm_time().wrapping_add(STREAM_LATENCY_MS),
@@ -355,6 +518,7 @@ impl Display {
         let Some(st) = self.stream.take() else {
             return Ok(true);
         };
+        self.stream_owed = false;
         tracing::debug!(id = st.id, frames = st.frames, "ending a video stream");
         ch.send_msg(&DisplayServerMsg::StreamDestroy { id: st.id })
             .await?;
@@ -368,7 +532,155 @@ struct VideoStream {
     rect: Rect,
     /// When the last frame was sent.
     last: Instant,
+    /// When its area was last redrawn (frames may lag behind on a slow link).
+    drawn: Instant,
     frames: u64,
+    /// The `unique_id` its reports must carry.
+    report_id: u32,
+    /// Least time between frames, from the rate control.
+    interval: Duration,
+    rate: RateControl,
+}
+
+/// Steps of a stream's rate control, best first: (JPEG quality, frame rate), each in
+/// percent of the configured top quality and `max_fps`.
+const RATE_LEVELS: [(u32, u32); 6] = [
+    (100, 100),
+    (85, 100),
+    (70, 75),
+    (55, 50),
+    (45, 35),
+    (35, 25),
+];
+/// Timely reports in a row before the stream steps back up.
+const RATE_UP_AFTER: u32 = 5;
+/// A report is timely when its last frame arrived at least this long before its
+/// playback time (frames are stamped [`STREAM_LATENCY_MS`] ahead).
+const RATE_GOOD_DELAY_MS: i32 = (STREAM_LATENCY_MS / 2) as i32;
+
+/// A video stream's quality and frame rate, driven by the client's STREAM_REPORTs.
+///
+/// A report with frames arriving late (negative delay: the client's queue or the
+/// link cannot keep up) or more than a tenth dropped steps down; [`RATE_UP_AFTER`]
+/// timely reports in a row step up. Reports covering frames sent before the last step
+/// describe the old setting and are ignored, so one congestion episode costs one step
+/// per round trip rather than a collapse to the bottom.
+#[derive(Debug, Default)]
+pub(crate) struct RateControl {
+    level: usize,
+    good: u32,
+    /// Frames stamped before this multimedia time predate the last step.
+    hold_until: u32,
+    /// Due frames skipped because the link lagged, since the last step.
+    backlog_skips: u32,
+    /// No backlog step before this multimedia time (the queue drains slowly).
+    backlog_hold_until: u32,
+    /// Bytes per second the stream may send (slow links only), as a token bucket.
+    budget: Option<f64>,
+    tokens: f64,
+    refilled: Option<std::time::Instant>,
+}
+
+/// Skipped frames (polls at the update rate) with the link backed up before a step down.
+const BACKLOG_STEP_SKIPS: u32 = 10;
+/// Least time between two steps down for backlog, in ms.
+const BACKLOG_STEP_HOLD_MS: u32 = 1000;
+
+impl RateControl {
+    pub fn quality(&self, top: u8) -> u8 {
+        let pct = RATE_LEVELS[self.level].0;
+        (u32::from(top) * pct / 100).clamp(1, 100) as u8
+    }
+
+    pub fn fps(&self, max_fps: u32) -> u32 {
+        (max_fps * RATE_LEVELS[self.level].1 / 100).max(1)
+    }
+
+    pub fn interval(&self, max_fps: u32) -> Duration {
+        // A little slack so frames paced by the update timer are not skipped.
+        Duration::from_secs(1) / self.fps(max_fps) * 9 / 10
+    }
+
+    /// Limits the stream to `bytes_per_sec` (moved by later reports).
+    pub fn set_budget(&mut self, bytes_per_sec: f64, now: std::time::Instant) {
+        self.budget = Some(bytes_per_sec.clamp(STREAM_BUDGET_MIN, STREAM_BUDGET_MAX));
+        self.tokens = 0.0;
+        self.refilled = Some(now);
+    }
+
+    /// Whether the budget has room for a frame at `now`.
+    pub fn may_send(&mut self, now: std::time::Instant) -> bool {
+        let Some(b) = self.budget else { return true };
+        let last = self.refilled.replace(now).unwrap_or(now);
+        let dt = now.saturating_duration_since(last).as_secs_f64();
+        // At most a quarter second of savings, so a pause does not allow a burst.
+        self.tokens = (self.tokens + dt * b).min(b / 4.0);
+        self.tokens >= 0.0
+    }
+
+    /// Charges a sent frame to the budget.
+    pub fn sent(&mut self, bytes: usize) {
+        if self.budget.is_some() {
+            self.tokens -= bytes as f64;
+        }
+    }
+
+    fn scale_budget(&mut self, f: f64) {
+        if let Some(b) = &mut self.budget {
+            *b = (*b * f).clamp(STREAM_BUDGET_MIN, STREAM_BUDGET_MAX);
+        }
+    }
+
+    /// Notes a due frame skipped because the link has not taken the previous ones;
+    /// true when that lowered the level (a persistent backlog means the stream's
+    /// bitrate exceeds the link, the server-side view of what reports say late).
+    pub fn backlogged(&mut self, now: u32) -> bool {
+        self.good = 0;
+        self.backlog_skips += 1;
+        if self.backlog_skips < BACKLOG_STEP_SKIPS
+            || (now.wrapping_sub(self.backlog_hold_until) as i32) < 0
+            || self.level + 1 >= RATE_LEVELS.len()
+        {
+            return false;
+        }
+        self.step(now, 1);
+        true
+    }
+
+    fn step(&mut self, now: u32, down: i32) {
+        self.level = (self.level as i32 + down).clamp(0, RATE_LEVELS.len() as i32 - 1) as usize;
+        self.good = 0;
+        self.backlog_skips = 0;
+        self.hold_until = now.wrapping_add(STREAM_LATENCY_MS);
+        self.backlog_hold_until = now.wrapping_add(BACKLOG_STEP_HOLD_MS);
+    }
+
+    /// Takes a report at multimedia time `now`; true when the level changed.
+    pub fn report(&mut self, r: &spice_proto::display::StreamReport, now: u32) -> bool {
+        if (r.end_frame_mm_time.wrapping_sub(self.hold_until) as i32) < 0 {
+            return false;
+        }
+        let late = r.last_frame_delay < 0;
+        let dropped = u64::from(r.num_drops) * 10 > u64::from(r.num_frames);
+        if late || dropped {
+            self.good = 0;
+            self.scale_budget(0.7);
+            if self.level + 1 < RATE_LEVELS.len() {
+                self.step(now, 1);
+                return true;
+            }
+        } else if r.num_drops == 0 && r.last_frame_delay >= RATE_GOOD_DELAY_MS {
+            self.good += 1;
+            self.scale_budget(1.1);
+            if self.good >= RATE_UP_AFTER && self.level > 0 {
+                self.step(now, -1);
+                return true;
+            }
+        } else {
+            self.good = 0;
+        }
+        false
+    }
 }
 
 /// Finds areas redrawn as a whole, again and again, at a video's pace.
@@ -433,37 +745,52 @@ where
     let counters = Arc::new(vec![shared.total.clone(), shared.display.clone()]);
     let mut ch = Channel::start(s, info, early, MAX_DISPLAY_MSG, counters, "display");
     let lz4_cap = has_cap(&info.peer_channel_caps, caps::display::LZ4_COMPRESSION);
+    let report_cap = has_cap(&info.peer_channel_caps, caps::display::STREAM_REPORT);
     let relinked = session
         .display_links
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         > 0;
-    let r = serve_display(shared, &mut ch, lz4_cap, relinked).await;
+    let caps = ClientCaps {
+        lz4: lz4_cap,
+        report: report_cap,
+    };
+    let r = serve_display(shared, &mut ch, caps, relinked, session.link.clone()).await;
     ch.close().await;
     r
+}
+
+/// Display capabilities the client announced that change what we send.
+struct ClientCaps {
+    lz4: bool,
+    report: bool,
 }
 
 async fn serve_display(
     shared: &Arc<Shared>,
     ch: &mut Channel,
-    lz4_cap: bool,
+    caps: ClientCaps,
     relinked: bool,
+    mut link: tokio::sync::watch::Receiver<LinkState>,
 ) -> Result<(), ServerError> {
     // Subscribe before the first capture so no damage after it is missed.
     let mut events = shared.source.subscribe();
     ch.set_ack().await?;
-    let d = Display {
-        imaging: Arc::new(Mutex::new(ClientImaging::new(
-            shared.config.image_compression,
-            lz4_cap,
-        ))),
+    let mut imaging = ClientImaging::new(shared.config.image_compression, caps.lz4);
+    imaging.tally = Some(shared.tally.clone());
+    let mut d = Display {
+        imaging: Arc::new(Mutex::new(imaging)),
         width: 0,
         height: 0,
         detector: StreamDetector::default(),
         stream: None,
         next_stream_id: 0,
+        stream_owed: false,
+        report_cap: caps.report,
         relinked,
+        wan: false,
+        link_bps: None,
+        tally: shared.tally.clone(),
     };
-    let mut d = d;
     // Like spice-server, wait for the client's INIT before drawing: it decides whether
     // GLZ and the pixmap cache may be used. Its PREFERRED_COMPRESSION follows at once.
     let init_deadline = Instant::now() + INIT_WAIT;
@@ -489,6 +816,14 @@ async fn serve_display(
             }
         }
     }
+    // The first frame is encoded for the link the bandwidth test finds.
+    let st = match tokio::time::timeout(NET_TEST_WAIT, link.wait_for(|s| *s != LinkState::Testing))
+        .await
+    {
+        Ok(Ok(s)) => *s,
+        _ => LinkState::Unknown,
+    };
+    d.apply_link(shared, ch, st).await?;
     if relinked && d.imaging().cache.is_some() {
         // The session's client cache may hold what an earlier display channel of this
         // session put there; our mirror starts empty, so empty it too.
@@ -502,14 +837,24 @@ async fn serve_display(
     let mut last = Instant::now();
     let mut dirty: Vec<Rect> = Vec::new();
     let mut full = false;
+    let mut link_open = true;
     loop {
-        let pending = full || !dirty.is_empty();
+        let pending = full || !dirty.is_empty() || d.stream_owed;
         let due = last + interval;
-        let stream_idle = d.stream.as_ref().map(|s| s.last + STREAM_IDLE);
+        let stream_idle = d.stream.as_ref().map(|s| s.drawn + STREAM_IDLE);
         tokio::select! {
             m = ch.rx.recv() => {
                 let Some(m) = m else { return Ok(()) };
                 d.on_client(decode_client(&m)?);
+            }
+            r = link.changed(), if link_open => {
+                if r.is_ok() {
+                    let st = *link.borrow_and_update();
+                    d.apply_link(shared, ch, st).await?;
+                } else {
+                    // The main channel ended; the session closes this channel too.
+                    link_open = false;
+                }
             }
             e = events.recv() => match e {
                 Ok(SourceEvent::Damage(rs)) => {
@@ -557,7 +902,11 @@ async fn serve_display(
             _ = tokio::time::sleep_until(due), if pending => {
                 last = Instant::now();
                 let (w, h) = shared.source.size();
-                if full || (w, h) != (d.width, d.height) {
+                if ch.backlog() > UPDATE_BACKLOG_MAX {
+                    // The link has not taken the previous updates yet: let the damage
+                    // merge and send the latest pixels once it has, rather than
+                    // queueing pictures that are stale on arrival.
+                } else if full || (w, h) != (d.width, d.height) {
                     let recreate = (w, h) != (d.width, d.height);
                     dirty.clear();
                     full = false;
@@ -640,6 +989,75 @@ mod tests {
         let small = Rect::new(0, 0, 40, 40);
         let mut d = StreamDetector::default();
         assert!((0..100).all(|i| !d.redrawn(small, at(i * 10))));
+    }
+
+    #[test]
+    fn rate_control_steps_down_on_late_frames_and_back_up_when_timely() {
+        use spice_proto::display::StreamReport;
+        let rep = |end: u32, drops: u32, delay: i32| StreamReport {
+            stream_id: 1,
+            unique_id: 1,
+            start_frame_mm_time: end.saturating_sub(200),
+            end_frame_mm_time: end,
+            num_frames: 5,
+            num_drops: drops,
+            last_frame_delay: delay,
+            audio_delay: u32::MAX,
+        };
+        let mut rc = RateControl::default();
+        assert_eq!((rc.quality(85), rc.fps(30)), (85, 30));
+        // Late frames: one step down.
+        assert!(rc.report(&rep(1000, 0, -40), 1000));
+        let (q1, f1) = (rc.quality(85), rc.fps(30));
+        assert!(q1 < 85 && f1 == 30, "{q1} {f1}");
+        // Reports on frames sent before the step are ignored.
+        assert!(!rc.report(&rep(1050, 3, -80), 1060));
+        // Newer frames still late or dropped: further down, to the bottom and no further.
+        let mut t = 1200;
+        for _ in 0..10 {
+            rc.report(&rep(t, 3, -80), t);
+            t += 200;
+        }
+        let (qmin, fmin) = (rc.quality(85), rc.fps(30));
+        assert!(qmin < 40 && fmin < 10, "{qmin} {fmin}");
+        // Timely reports: back up a step after every RATE_UP_AFTER of them, to the top.
+        let mut ups = 0;
+        for _ in 0..(RATE_LEVELS.len() as u32 * RATE_UP_AFTER * 2) {
+            t += 200;
+            if rc.report(&rep(t, 0, 90), t) {
+                ups += 1;
+            }
+        }
+        assert_eq!(ups, RATE_LEVELS.len() - 1);
+        assert_eq!((rc.quality(85), rc.fps(30)), (85, 30));
+        // On time but with little margin: neither up nor down.
+        let mut rc = RateControl::default();
+        rc.report(&rep(100, 0, -1), 100);
+        for i in 0..20 {
+            assert!(!rc.report(&rep(400 + i * 200, 0, 10), 400 + i * 200));
+        }
+        assert_eq!(rc.level, 1);
+        assert!(rc.interval(30) < Duration::from_millis(34));
+        // A budget of 20 kB/s: a 5 kB frame, then room again a quarter second later.
+        let t0 = std::time::Instant::now();
+        let mut rc = RateControl::default();
+        rc.set_budget(20_000.0, t0);
+        assert!(rc.may_send(t0));
+        rc.sent(5_000);
+        assert!(!rc.may_send(t0 + Duration::from_millis(200)));
+        assert!(rc.may_send(t0 + Duration::from_millis(260)));
+        // Late frames shrink it, timely ones grow it back.
+        rc.report(&rep(1000, 2, -50), 1000);
+        assert_eq!(rc.budget, Some(14_000.0));
+        rc.report(&rep(2000, 0, 90), 2000);
+        assert!((rc.budget.unwrap() - 15_400.0).abs() < 1e-6);
+        // A persistent backlog steps down, at most once a second.
+        let mut rc = RateControl::default();
+        let steps = (0..30u32)
+            .filter(|i| rc.backlogged(10_000 + i * 33))
+            .count();
+        assert_eq!((steps, rc.level), (1, 1));
+        assert!(rc.backlogged(11_100 + 10 * 33) || rc.level == 2);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use spice_codecs::lz::LzImageType;
 use spice_codecs::quic::QuicImageType;
-use spice_codecs::{glz, lz, lz4, quic, ImageRef};
+use spice_codecs::{glz, jpeg, lz, lz4, quic, zlib_glz, ImageRef};
 use spice_proto::consts::{bitmap_flags, bitmap_fmt, image_flags, resource_type};
 use spice_proto::display::ResourceId;
 use spice_proto::types::{Bitmap, Image, ImageData};
@@ -40,8 +40,33 @@ pub(crate) enum Codec {
     Lz,
     Glz,
     Lz4,
+    Jpeg,
 }
 
+/// GLZ output smaller than this is not worth a zlib wrapper (spice-server's bound).
+const ZLIB_GLZ_MIN_BYTES: usize = 100;
+/// zlib level of the ZLIB_GLZ wrapper: spice-server's default, cheap enough per image.
+const ZLIB_GLZ_LEVEL: u32 = 3;
+
+/// The lossy and extra-compression encodings a client's link allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WanPolicy {
+    /// JPEG for photographic images in the auto modes.
+    pub jpeg: bool,
+    /// GLZ wrapped in zlib when smaller.
+    pub zlib_glz: bool,
+    pub jpeg_quality: u8,
+}
+
+impl Default for WanPolicy {
+    fn default() -> Self {
+        WanPolicy {
+            jpeg: false,
+            zlib_glz: false,
+            jpeg_quality: 85,
+        }
+    }
+}
 /// How "photographic" an image is, estimated from neighbouring pixels on sampled rows.
 ///
 /// Synthetic content (UI, text, flat colours) has runs of equal pixels and sharp edges;
@@ -90,12 +115,14 @@ pub(crate) fn is_photographic(img: &ImageRef<'_>) -> bool {
 
 /// Picks the codec for a `w`×`h` image under `mode`, as spice-server does: tiny images
 /// raw, forced codecs as given (LZ4 only with the client's cap, GLZ only once the client
-/// sent its dictionary size), auto modes by content.
+/// sent its dictionary size), auto modes by content, photographic content as JPEG when
+/// `jpeg` (a slow link) allows it.
 pub(crate) fn choose(
     mode: ImageCompression,
     img: &ImageRef<'_>,
     lz4_cap: bool,
     glz_ready: bool,
+    jpeg: bool,
 ) -> Codec {
     let pixels = u64::from(img.width) * u64::from(img.height);
     if pixels < RAW_BELOW_PIXELS {
@@ -111,7 +138,11 @@ pub(crate) fn choose(
         ImageCompression::Lz4 => Codec::Lz,
         ImageCompression::AutoGlz | ImageCompression::AutoLz => {
             if is_photographic(img) {
-                Codec::Quic
+                if jpeg {
+                    Codec::Jpeg
+                } else {
+                    Codec::Quic
+                }
             } else if mode == ImageCompression::AutoGlz {
                 glz_or_lz
             } else {
@@ -207,6 +238,10 @@ pub(crate) struct ClientImaging {
     pub glz: Option<glz::Encoder>,
     /// Created by the client's display INIT when it gave a pixmap cache size.
     pub cache: Option<PixmapCache>,
+    /// What the client's link allows (LAN: nothing lossy).
+    pub wan: WanPolicy,
+    /// Where sent images are counted, when someone watches.
+    pub tally: Option<std::sync::Arc<crate::Tally>>,
     hasher: std::collections::hash_map::RandomState,
     /// Ids for images that are not cached (never reused within a connection).
     next_id: u64,
@@ -220,6 +255,8 @@ impl ClientImaging {
             lz4_cap,
             glz: None,
             cache: None,
+            wan: WanPolicy::default(),
+            tally: None,
             hasher: Default::default(),
             next_id: 1,
         }
@@ -299,8 +336,28 @@ impl ClientImaging {
     }
 
     fn encode(&mut self, img: &ImageRef<'_>) -> ImageData {
+        let d = self.encode_uncounted(img);
+        if let Some(t) = &self.tally {
+            use std::sync::atomic::Ordering::Relaxed;
+            match d {
+                ImageData::Jpeg(_) => t.jpeg_images.fetch_add(1, Relaxed),
+                ImageData::ZlibGlzRgb { .. } => t.zlib_glz_images.fetch_add(1, Relaxed),
+                _ => t.lossless_images.fetch_add(1, Relaxed),
+            };
+        }
+        d
+    }
+
+    fn encode_uncounted(&mut self, img: &ImageRef<'_>) -> ImageData {
         let raw_len = img.width as usize * img.height as usize * 4;
-        let codec = choose(self.mode(), img, self.lz4_cap, self.glz.is_some());
+        let codec = choose(
+            self.mode(),
+            img,
+            self.lz4_cap,
+            self.glz.is_some(),
+            self.wan.jpeg,
+        );
+        let zlib = self.wan.zlib_glz;
         let r = match codec {
             Codec::Raw => Ok(None),
             // A GLZ image enters the dictionary when encoded, and later images may refer
@@ -308,9 +365,11 @@ impl ClientImaging {
             Codec::Glz => match self.glz.as_mut() {
                 Some(enc) => enc
                     .encode(img, LzImageType::Rgb32)
-                    .map(|(d, _)| Some(ImageData::GlzRgb(d))),
+                    .map(|(d, _)| Some(wrap_glz(d, zlib))),
                 None => Ok(None),
             },
+            Codec::Jpeg => jpeg::encode(img, self.wan.jpeg_quality)
+                .map(|d| (d.len() < raw_len).then_some(ImageData::Jpeg(d))),
             Codec::Lz => lz::encode(img, LzImageType::Rgb32)
                 .map(|d| (d.len() < raw_len).then_some(ImageData::LzRgb(d))),
             Codec::Quic => quic::encode(img, QuicImageType::Rgb32)
@@ -328,6 +387,22 @@ impl ClientImaging {
             }
         }
     }
+}
+
+/// A GLZ stream as sent: wrapped in zlib when allowed and worth it.
+fn wrap_glz(glz: Vec<u8>, zlib: bool) -> ImageData {
+    if zlib && glz.len() >= ZLIB_GLZ_MIN_BYTES {
+        let z = zlib_glz::encode(&glz, ZLIB_GLZ_LEVEL);
+        if z.len() < glz.len() {
+            if let Ok(glz_data_size) = u32::try_from(glz.len()) {
+                return ImageData::ZlibGlzRgb {
+                    glz_data_size,
+                    data: z,
+                };
+            }
+        }
+    }
+    ImageData::GlzRgb(glz)
 }
 
 fn raw(img: &ImageRef<'_>) -> ImageData {
@@ -404,6 +479,11 @@ mod tests {
             ImageData::Quic(d) => quic::decode(d).unwrap(),
             ImageData::Lz4(d) => lz4::decode(d, w, h).unwrap(),
             ImageData::GlzRgb(d) => glz::decode(win, d, None).unwrap().0,
+            ImageData::ZlibGlzRgb {
+                glz_data_size,
+                data,
+            } => zlib_glz::decode(win, data, *glz_data_size, None).unwrap().0,
+            ImageData::Jpeg(d) => jpeg::decode(d).unwrap(),
             other => panic!("unexpected image type {}", other.image_type()),
         };
         bm.data
@@ -430,19 +510,86 @@ mod tests {
         let p = photo(64, 64);
         let (si, pi) = (img(64, 64, &s), img(64, 64, &p));
         let tiny = img(8, 8, &s);
-        assert_eq!(choose(M::AutoGlz, &tiny, true, true), Codec::Raw);
-        assert_eq!(choose(M::Quic, &tiny, true, true), Codec::Raw);
-        assert_eq!(choose(M::AutoGlz, &si, false, true), Codec::Glz);
-        assert_eq!(choose(M::AutoGlz, &si, false, false), Codec::Lz);
-        assert_eq!(choose(M::AutoGlz, &pi, false, true), Codec::Quic);
-        assert_eq!(choose(M::AutoLz, &si, false, true), Codec::Lz);
-        assert_eq!(choose(M::AutoLz, &pi, false, true), Codec::Quic);
-        assert_eq!(choose(M::Quic, &si, false, true), Codec::Quic);
-        assert_eq!(choose(M::Glz, &pi, false, true), Codec::Glz);
-        assert_eq!(choose(M::Lz, &pi, false, true), Codec::Lz);
-        assert_eq!(choose(M::Lz4, &si, true, true), Codec::Lz4);
-        assert_eq!(choose(M::Lz4, &si, false, true), Codec::Lz);
-        assert_eq!(choose(M::Off, &pi, true, true), Codec::Raw);
+        assert_eq!(choose(M::AutoGlz, &tiny, true, true, false), Codec::Raw);
+        assert_eq!(choose(M::Quic, &tiny, true, true, false), Codec::Raw);
+        assert_eq!(choose(M::AutoGlz, &si, false, true, false), Codec::Glz);
+        assert_eq!(choose(M::AutoGlz, &si, false, false, false), Codec::Lz);
+        assert_eq!(choose(M::AutoGlz, &pi, false, true, false), Codec::Quic);
+        assert_eq!(choose(M::AutoLz, &si, false, true, false), Codec::Lz);
+        assert_eq!(choose(M::AutoLz, &pi, false, true, false), Codec::Quic);
+        assert_eq!(choose(M::Quic, &si, false, true, false), Codec::Quic);
+        assert_eq!(choose(M::Glz, &pi, false, true, false), Codec::Glz);
+        assert_eq!(choose(M::Lz, &pi, false, true, false), Codec::Lz);
+        assert_eq!(choose(M::Lz4, &si, true, true, false), Codec::Lz4);
+        assert_eq!(choose(M::Lz4, &si, false, true, false), Codec::Lz);
+        assert_eq!(choose(M::Off, &pi, true, true, false), Codec::Raw);
+    }
+
+    #[test]
+    fn wan_policy_turns_photos_into_jpeg_and_wraps_glz_in_zlib() {
+        use ImageCompression as M;
+        let (w, h) = (160, 120);
+        let s = synthetic(w, h);
+        let p = photo(w, h);
+        assert_eq!(
+            choose(M::AutoGlz, &img(w, h, &p), false, true, true),
+            Codec::Jpeg
+        );
+        assert_eq!(
+            choose(M::AutoLz, &img(w, h, &p), false, true, true),
+            Codec::Jpeg
+        );
+        // Forced codecs stay lossless, as in spice-server.
+        assert_eq!(
+            choose(M::Quic, &img(w, h, &p), false, true, true),
+            Codec::Quic
+        );
+        assert_eq!(
+            choose(M::AutoGlz, &img(w, h, &s), false, true, true),
+            Codec::Glz
+        );
+
+        let mut ci = ClientImaging::new(M::AutoGlz, false);
+        ci.init(0, 1 << 20);
+        ci.wan = WanPolicy {
+            jpeg: true,
+            zlib_glz: true,
+            jpeg_quality: 80,
+        };
+        let tally = std::sync::Arc::new(crate::Tally::default());
+        ci.tally = Some(tally.clone());
+        let mut win = glz::Window::new(1 << 22);
+        let (synth, _) = ci.image(&img(w, h, &s));
+        assert!(
+            matches!(synth.data, ImageData::ZlibGlzRgb { .. }),
+            "synthetic on WAN: type {}",
+            synth.data.image_type()
+        );
+        assert!(same_rgb(&decode(&synth.data, w, h, &mut win), &s));
+        let (ph, _) = ci.image(&img(w, h, &p));
+        let ImageData::Jpeg(_) = &ph.data else {
+            panic!("photo on WAN: type {}", ph.data.image_type())
+        };
+        let got = decode(&ph.data, w, h, &mut win);
+        let err: f64 = got
+            .chunks(4)
+            .zip(p.chunks(4))
+            .flat_map(|(a, b)| (0..3).map(move |i| (f64::from(a[i]) - f64::from(b[i])).powi(2)))
+            .sum::<f64>()
+            / f64::from(w * h * 3);
+        let psnr = 10.0 * (255.0f64 * 255.0 / err.max(1e-9)).log10();
+        assert!(psnr > 28.0, "JPEG PSNR {psnr:.1} dB");
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(tally.jpeg_images.load(Relaxed), 1);
+        assert_eq!(tally.zlib_glz_images.load(Relaxed), 1);
+        // Tiny GLZ output is not wrapped.
+        let flat = vec![0x33u8; 32 * 32 * 4];
+        let (f, _) = ci.image(&img(32, 32, &flat));
+        assert!(
+            matches!(f.data, ImageData::GlzRgb(_)),
+            "type {}",
+            f.data.image_type()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use spice_proto::agent::{self, AgentCaps, AgentMessage, AgentReassembler};
 use spice_proto::consts::{caps, channel};
@@ -18,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, watch};
 
 use crate::conn::Channel;
-use crate::{ServerError, Session, Shared};
+use crate::{LinkState, NetTest, ServerError, Session, Shared, WAN_BITS_PER_SEC};
 
 /// Agent messages the client may send before we return tokens.
 const AGENT_TOKENS: u32 = 10;
@@ -32,6 +33,17 @@ const MAX_MAIN_MSG: u32 = 64 * 1024;
 pub(crate) const MOUSE_SERVER: u16 = 1;
 pub(crate) const MOUSE_CLIENT: u16 = 2;
 const UTF8_MIME: &str = "text/plain;charset=utf-8";
+/// Payload of the bandwidth test's large PING (spice-server sends about as much).
+const NET_TEST_BYTES: usize = 256 * 1024;
+/// PING ids of the bandwidth test: a warm-up, an empty one timing the round trip, and
+/// the large one timing the transfer.
+const PING_WARMUP: u32 = 1;
+const PING_LATENCY: u32 = 2;
+const PING_RATE: u32 = 3;
+/// A client that has not answered the warm-up PING by then is not measured (LAN).
+const NET_TEST_FIRST_PONG: Duration = Duration::from_secs(1);
+/// Nor is one whose test takes longer than this (about 200 kbit/s).
+const NET_TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn our_agent_caps() -> Vec<u32> {
     caps_from_bits(&[
@@ -96,6 +108,7 @@ where
     let counters = Arc::new(vec![shared.total.clone()]);
     let mut ch = Channel::start(s, &info, early, MAX_MAIN_MSG, counters, "main");
     let (closed_tx, closed_rx) = watch::channel(false);
+    let (link_tx, link_rx) = watch::channel(LinkState::Testing);
     let session = {
         let mut map = shared
             .sessions
@@ -113,11 +126,15 @@ where
             closed: closed_rx,
             mouse_mode: Mutex::new(MOUSE_CLIENT),
             display_links: Default::default(),
+            link: link_rx,
         });
         map.insert(id, s.clone());
         s
     };
-    let r = serve_main(&shared, &session, &mut ch, &info).await;
+    let r = serve_main(&shared, &session, &mut ch, &info, &link_tx).await;
+    if *link_tx.borrow() == LinkState::Testing {
+        let _ = link_tx.send(LinkState::Unknown);
+    }
     let _ = closed_tx.send(true);
     if let Ok(mut m) = shared.sessions.lock() {
         m.remove(&session.id);
@@ -131,6 +148,7 @@ async fn serve_main(
     session: &Arc<Session>,
     ch: &mut Channel,
     info: &LinkInfo,
+    link: &watch::Sender<LinkState>,
 ) -> Result<(), ServerError> {
     ch.set_ack().await?;
     ch.send_msg(&MainServerMsg::Init(MainInit {
@@ -151,13 +169,22 @@ async fn serve_main(
         ch.send_msg(&MainServerMsg::Uuid(session_uuid(session.id)))
             .await?;
     }
-    // One latency probe; spice-gtk answers every PING with a PONG.
-    ch.send_msg(&MainServerMsg::Base(BaseServerMsg::Ping {
-        id: 1,
-        timestamp: u64::from(crate::mm_time()),
-        data: Vec::new(),
-    }))
-    .await?;
+    // The bandwidth test (spice-gtk answers every PING with a PONG); its result
+    // decides per client whether the display channel works in LAN or WAN mode.
+    let mut net = NetTester::new(Instant::now());
+    for (id, len) in [
+        (PING_WARMUP, 0),
+        (PING_LATENCY, 0),
+        (PING_RATE, NET_TEST_BYTES),
+    ] {
+        net.sent(id, Instant::now());
+        ch.send_msg(&MainServerMsg::Base(BaseServerMsg::Ping {
+            id,
+            timestamp: u64::from(crate::mm_time()),
+            data: vec![0; len],
+        }))
+        .await?;
+    }
 
     let mut agent = Agent {
         tokens: 0,
@@ -169,7 +196,18 @@ async fn serve_main(
     };
     let mut events = shared.source.subscribe();
     loop {
+        let testing = *link.borrow() == LinkState::Testing;
         tokio::select! {
+            p = ch.pongs.recv(), if testing => {
+                let Some((id, at)) = p else { return Ok(()) };
+                if let Some(st) = net.pong(id, at) {
+                    finish_net_test(shared, link, st);
+                }
+            }
+            _ = tokio::time::sleep_until(net.deadline().into()), if testing => {
+                tracing::info!("bandwidth test not answered in time; treating the link as LAN");
+                let _ = link.send(LinkState::Unknown);
+            }
             m = ch.rx.recv() => {
                 let Some(m) = m else { return Ok(()) };
                 let msg = MainClientMsg::decode(m.msg_type, &m.body).map_err(|e| {
@@ -195,6 +233,94 @@ async fn serve_main(
             },
         }
         agent.flush(ch).await?;
+    }
+}
+
+fn finish_net_test(shared: &Shared, link: &watch::Sender<LinkState>, st: LinkState) {
+    match st {
+        LinkState::Measured(t) => {
+            tracing::info!(
+                latency_ms = t.latency.as_secs_f64() * 1000.0,
+                mbit_per_sec = t.bits_per_sec as f64 / 1e6,
+                wan = t.wan,
+                "bandwidth test"
+            );
+            if let Ok(mut n) = shared.tally.net_test.lock() {
+                *n = Some(t);
+            }
+        }
+        _ => tracing::info!("bandwidth test unusable; treating the link as LAN"),
+    }
+    let _ = link.send(st);
+}
+
+/// Times the bandwidth test's PINGs as spice-server does: the empty PING's round trip
+/// is the latency, and the large PING's round trip minus that latency is the time its
+/// payload took on the link.
+pub(crate) struct NetTester {
+    started: Instant,
+    sent: [Option<Instant>; 3],
+    warm: bool,
+    latency: Option<Duration>,
+}
+
+impl NetTester {
+    pub fn new(now: Instant) -> NetTester {
+        NetTester {
+            started: now,
+            sent: [None; 3],
+            warm: false,
+            latency: None,
+        }
+    }
+
+    pub fn sent(&mut self, id: u32, at: Instant) {
+        if let Some(s) = self.sent.get_mut(id.wrapping_sub(1) as usize) {
+            *s = Some(at);
+        }
+    }
+
+    /// When to give up waiting.
+    pub fn deadline(&self) -> Instant {
+        self.started
+            + if self.warm {
+                NET_TEST_TIMEOUT
+            } else {
+                NET_TEST_FIRST_PONG
+            }
+    }
+
+    /// Takes one PONG; the test's result once the last one arrived.
+    pub fn pong(&mut self, id: u32, at: Instant) -> Option<LinkState> {
+        let sent = (*self.sent.get(id.wrapping_sub(1) as usize)?)?;
+        let rtt = at.saturating_duration_since(sent);
+        match id {
+            PING_WARMUP => {
+                self.warm = true;
+                None
+            }
+            PING_LATENCY => {
+                self.latency = Some(rtt);
+                None
+            }
+            PING_RATE => {
+                let latency = self.latency?;
+                let transfer = rtt.saturating_sub(latency);
+                let bits = (NET_TEST_BYTES as u128) * 8;
+                let bits_per_sec = if transfer.is_zero() {
+                    u64::MAX
+                } else {
+                    u64::try_from(bits * 1_000_000 / transfer.as_micros().max(1))
+                        .unwrap_or(u64::MAX)
+                };
+                Some(LinkState::Measured(NetTest {
+                    latency,
+                    bits_per_sec,
+                    wan: bits_per_sec < WAN_BITS_PER_SEC,
+                }))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -349,5 +475,48 @@ async fn agent_message(shared: &Arc<Shared>, agent: &mut Agent, m: AgentMessage)
         AgentMessage::Other { msg_type, .. } => {
             tracing::debug!(msg_type, "agent message not handled by the built-in agent");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn net_test_times_the_large_ping_against_the_empty_one() {
+        let t0 = Instant::now();
+        let mut n = NetTester::new(t0);
+        for id in [PING_WARMUP, PING_LATENCY, PING_RATE] {
+            n.sent(id, t0);
+        }
+        assert_eq!(n.deadline(), t0 + NET_TEST_FIRST_PONG);
+        assert_eq!(n.pong(PING_WARMUP, t0 + ms(30)), None);
+        assert_eq!(n.deadline(), t0 + NET_TEST_TIMEOUT);
+        assert_eq!(n.pong(PING_LATENCY, t0 + ms(40)), None);
+        // 256 KiB in 1000 ms after the 40 ms round trip: 2.1 Mbit/s, a WAN link.
+        let Some(LinkState::Measured(t)) = n.pong(PING_RATE, t0 + ms(1040)) else {
+            panic!("no result")
+        };
+        assert_eq!(t.latency, ms(40));
+        assert_eq!(t.bits_per_sec, (NET_TEST_BYTES as u64) * 8);
+        assert!(t.wan);
+        // The same payload in 2 ms: a LAN.
+        let mut n = NetTester::new(t0);
+        for id in [PING_WARMUP, PING_LATENCY, PING_RATE] {
+            n.sent(id, t0);
+        }
+        n.pong(PING_WARMUP, t0 + ms(1));
+        n.pong(PING_LATENCY, t0 + ms(1));
+        let Some(LinkState::Measured(t)) = n.pong(PING_RATE, t0 + ms(3)) else {
+            panic!("no result")
+        };
+        assert!(!t.wan && t.bits_per_sec > 1_000_000_000, "{t:?}");
+        // Unknown ids and PONGs for PINGs never sent are ignored.
+        assert_eq!(n.pong(9, t0), None);
+        assert_eq!(NetTester::new(t0).pong(PING_RATE, t0), None);
     }
 }

@@ -28,6 +28,36 @@ enum Compression {
     Off,
 }
 
+/// spice-server's `--jpeg-wan-compression` / `--zlib-glz-wan-compression` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Wan {
+    /// Only on a link the bandwidth test finds slow (under 10 Mbit/s).
+    Auto,
+    Never,
+    Always,
+}
+
+impl From<Wan> for spice_server::WanCompression {
+    fn from(w: Wan) -> Self {
+        match w {
+            Wan::Auto => spice_server::WanCompression::Auto,
+            Wan::Never => spice_server::WanCompression::Never,
+            Wan::Always => spice_server::WanCompression::Always,
+        }
+    }
+}
+
+/// spice-server's `--streaming-video` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Streaming {
+    /// Never stream: every update is an image.
+    Off,
+    /// Stream areas redrawn at video pace whose content looks photographic.
+    Filter,
+    /// Stream any area redrawn at video pace.
+    All,
+}
+
 #[derive(clap::Subcommand)]
 enum Cmd {
     /// Serve an X display over SPICE until interrupted.
@@ -62,6 +92,18 @@ enum Cmd {
         /// Display updates per second, at most.
         #[arg(long, default_value_t = 30)]
         max_fps: u32,
+        /// JPEG instead of QUIC for photographic images (auto_glz/auto_lz modes).
+        #[arg(long, value_enum, default_value = "auto")]
+        jpeg_wan_compression: Wan,
+        /// GLZ images wrapped in zlib when that is smaller.
+        #[arg(long, value_enum, default_value = "auto")]
+        zlib_glz_wan_compression: Wan,
+        /// JPEG quality of lossy images and the top quality of video streams.
+        #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+        jpeg_quality: u8,
+        /// Which areas redrawn at video pace become MJPEG streams.
+        #[arg(long, value_enum, default_value = "filter")]
+        streaming_video: Streaming,
     },
 }
 
@@ -77,6 +119,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         x509_key,
         image_compression,
         max_fps,
+        jpeg_wan_compression,
+        zlib_glz_wan_compression,
+        jpeg_quality,
+        streaming_video,
     } = a.cmd;
     let ticketing = match (password_file, disable_ticketing) {
         (Some(f), _) => {
@@ -114,6 +160,14 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             Compression::Off => spice_server::ImageCompression::Off,
         },
         max_fps,
+        jpeg_wan_compression: jpeg_wan_compression.into(),
+        zlib_glz_wan_compression: zlib_glz_wan_compression.into(),
+        jpeg_quality,
+        streaming_video: match streaming_video {
+            Streaming::Off => spice_server::StreamingVideo::Off,
+            Streaming::Filter => spice_server::StreamingVideo::Filter,
+            Streaming::All => spice_server::StreamingVideo::All,
+        },
         name: format!("coop {x11}"),
     };
     let source = spice_server::coop_display::X11Source::connect(&x11)

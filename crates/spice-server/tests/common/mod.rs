@@ -456,7 +456,50 @@ pub async fn session(s: Box<dyn Stream>, password: &str) -> (Client, u32) {
     let spice_proto::MainServerMsg::Init(i) = init else {
         panic!("not INIT")
     };
+    main.answer_net_test().await;
     (main, i.session_id)
+}
+
+impl Client {
+    /// Answers the main channel's three bandwidth-test PINGs (as spice-gtk does at
+    /// once), so the display channel does not wait for the test to time out.
+    /// Returns the non-base messages read meanwhile.
+    pub async fn answer_net_test(&mut self) -> Vec<RawMessage> {
+        let mut others = Vec::new();
+        let mut pings = 0;
+        let f = async {
+            while pings < 3 {
+                let Some(m) = self.recv_raw().await else {
+                    break;
+                };
+                if self.window > 0 && self.auto_ack {
+                    self.left -= 1;
+                    if self.left == 0 {
+                        self.left = self.window;
+                        self.send(&BaseClientMsg::Ack).await;
+                    }
+                }
+                if m.msg_type < msg::base::BASE_LAST {
+                    match BaseServerMsg::decode(m.msg_type, &m.body).expect("base msg") {
+                        BaseServerMsg::Ping { id, timestamp, .. } => {
+                            self.send(&BaseClientMsg::Pong { id, timestamp }).await;
+                            pings += 1;
+                        }
+                        BaseServerMsg::SetAck { generation, window } if self.auto_ack => {
+                            self.window = window;
+                            self.left = window;
+                            self.send(&BaseClientMsg::AckSync { generation }).await;
+                        }
+                        _ => {}
+                    }
+                } else {
+                    others.push(m);
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), f).await;
+        others
+    }
 }
 
 pub fn open_fds() -> usize {
