@@ -20,4 +20,4 @@ if [ -z "${COOP:-}" ]; then
   cargo build --release -q -p coop
   COOP=${CARGO_TARGET_DIR:-$PWD/target}/release/coop
 fi
-exec python3 bench/spice/scenes.py --coop "$COOP" "$@"
+PYTHONDONTWRITEBYTECODE=1 exec python3 bench/spice/scenes.py --coop "$COOP" "$@"
