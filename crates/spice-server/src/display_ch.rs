@@ -52,7 +52,10 @@ const MAX_RECTS: usize = 16;
 /// soon as the channel is up; it sizes the GLZ dictionary and the pixmap cache).
 const INIT_WAIT: Duration = Duration::from_millis(500);
 /// How long after INIT further client messages (its compression preference) are awaited.
-const PREFERENCE_GRACE: Duration = Duration::from_millis(20);
+/// spice-gtk writes PREFERRED_COMPRESSION right behind INIT (26 µs apart on loopback in
+/// a capture), and a client without a preference sends nothing, so every such client's
+/// first frame waits the whole grace: keep it short.
+const PREFERENCE_GRACE: Duration = Duration::from_millis(5);
 /// An area becomes a video stream after this many whole redraws in a row, each at
 /// most [`STREAM_MAX_GAP`] after the previous one (more than 10 frames a second).
 const STREAM_MIN_FRAMES: u32 = 20;

@@ -20,8 +20,10 @@ use spice_proto::DisplayServerMsg;
 use crate::conn::Out;
 use crate::ImageCompression;
 
-/// Images with fewer pixels go raw: a codec header costs more than it saves.
-pub(crate) const RAW_BELOW_PIXELS: u64 = 256;
+/// Images with fewer pixels go raw: a codec header costs more than it saves. Text
+/// updates (a glyph cell is 6x13 = 78 px in xterm's default font) are above it: raw they
+/// cost 4 bytes a pixel, LZ/GLZ a fraction (spice-server compresses from 54 px).
+pub(crate) const RAW_BELOW_PIXELS: u64 = 72;
 /// Images with fewer pixels are not cached: small updates (text, cursor trails) rarely
 /// repeat exactly, and each entry costs the client memory and us an invalidation.
 pub(crate) const CACHE_MIN_PIXELS: u64 = 64 * 64;
