@@ -28,7 +28,7 @@ DX=$(free_display $((300 + RANDOM % 100)))
 DY=$(free_display $((DX + 1)))
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null; kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   sleep 0.3
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$W"
