@@ -207,22 +207,38 @@ impl PtyProc {
 
     /// Read until `needle` appears (in what was read since the last expect), or panic.
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+        match self.expect_any(&[needle], timeout) {
+            Ok((_, got)) => got,
+            Err(seen) => panic!("timed out waiting for {needle:?}; saw {seen:?}"),
+        }
+    }
+
+    /// Waits for the first of `needles`; returns its index and the output up to it, or
+    /// on timeout the output seen meanwhile (kept for the next expect).
+    pub fn expect_any(
+        &mut self,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Result<(usize, String), String> {
         let deadline = Instant::now() + timeout;
         let start = self.seen.len();
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(i) = self.seen[start..].find(needle) {
-                let upto = start + i + needle.len();
+            let first = needles
+                .iter()
+                .enumerate()
+                .filter_map(|(k, n)| self.seen[start..].find(n).map(|i| (i, k, n.len())))
+                .min();
+            if let Some((i, k, len)) = first {
+                let upto = start + i + len;
                 let got = self.seen[start..upto].to_string();
                 self.seen = self.seen[upto..].to_string();
-                return got;
+                return Ok((k, got));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {needle:?}; saw {:?}",
-                &self.seen[start..]
-            );
+            if left.is_zero() {
+                return Err(self.seen[start..].to_string());
+            }
             let mut fds = [nix::poll::PollFd::new(
                 self.master.as_fd(),
                 nix::poll::PollFlags::POLLIN,
@@ -313,10 +329,35 @@ pub fn console_login(
     p.expect("login:", wait);
     p.send("root\r");
     p.expect("assword:", wait);
-    // login flushes pending input when it turns echo off: type after it settled.
-    std::thread::sleep(Duration::from_millis(300));
-    p.send(&format!("{password}\r"));
-    p.expect("#", wait);
+    // login flushes pending input when it turns echo off, and on a slow guest (UML
+    // under load) that can happen after our typing: then nothing answers, and the
+    // password is typed again. Typed once too often, it only reaches the shell as an
+    // unknown command.
+    let deadline = Instant::now() + wait;
+    for attempt in 0.. {
+        std::thread::sleep(Duration::from_millis(300));
+        p.send(&format!("{password}\r"));
+        let left = deadline.saturating_duration_since(Instant::now());
+        let step = if attempt < 3 {
+            Duration::from_secs(8).min(left)
+        } else {
+            left
+        };
+        match p.expect_any(&["#", "incorrect"], step) {
+            Ok((0, _)) => break,
+            // A password cut by the flush: log in again.
+            Ok(_) if attempt < 3 => {
+                p.expect("login:", left);
+                p.send("root\r");
+                p.expect("assword:", left);
+            }
+            Ok((_, got)) => panic!("console login refused the password: {got:?}"),
+            Err(seen) if attempt >= 3 || left.is_zero() => {
+                panic!("no shell prompt after the password; saw {seen:?}")
+            }
+            Err(_) => {}
+        }
+    }
     p
 }
 
