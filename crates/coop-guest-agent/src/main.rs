@@ -1,13 +1,17 @@
 //! `coop-guest-agent`: runs inside a coop coLinux (User-Mode Linux) guest.
 //!
-//! - `coop-guest-agent --boot` (from init, once, before the guest's own boot scripts):
-//!   renames UML's `vecN` interfaces to `ethN` and mounts the hostfs shares named by
-//!   `coop.share=HOST:GUEST[:ro]` on the kernel command line.
+//! - `coop-guest-agent --boot [--serve]` (from init, once, before the guest's own boot
+//!   scripts): renames UML's `vecN` interfaces to `ethN` and mounts the hostfs shares named
+//!   by `coop.share=HOST:GUEST[:ro]` on the kernel command line. With `--serve` it then
+//!   starts the server below in the background, so that `coop attach` works while the
+//!   guest's boot scripts still run (they take longer than the kernel's whole boot).
 //! - `coop-guest-agent [TTY]` (respawned by init): serves `coop attach` on the serial line
 //!   (`coop.agent=` on the command line, else `ttyS0`), whose host end the coop monitor
 //!   holds. It speaks `coop_colinux::proto`: a request (argv, env, pty flag), stdin frames
 //!   in, stdout/stderr frames out, then the exit code. One command runs at a time; a new
-//!   request ends the previous command (its host side has gone away).
+//!   request ends the previous command (its host side has gone away). Only one server
+//!   uses the line: each first takes a lock on its own executable, so init's respawned
+//!   copy waits while the one started at boot serves, and takes over if it dies.
 //!
 //! Built statically so that it runs in any guest, whatever its libc.
 
@@ -34,7 +38,13 @@ type Writer = Arc<Mutex<File>>;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
-        Some("--boot") => boot(),
+        Some("--boot") => {
+            let code = boot();
+            if args.get(2).map(String::as_str) == Some("--serve") {
+                serve_in_background();
+            }
+            code
+        }
         Some("--version") => {
             println!("{VERSION}");
             0
@@ -45,10 +55,15 @@ fn main() {
     std::process::exit(code);
 }
 
-fn cmdline() -> String {
+/// Mounts /proc when init has not yet: the boot hook runs before the guest's scripts.
+fn ensure_proc() {
     if !Path::new("/proc/self").exists() {
         let _ = mount("proc", "/proc", "proc", 0, "");
     }
+}
+
+fn cmdline() -> String {
+    ensure_proc();
     fs::read_to_string("/proc/cmdline").unwrap_or_default()
 }
 
@@ -103,10 +118,10 @@ fn rename_vector_ifaces() -> usize {
     }
     // SAFETY: fd was just returned by socket() and is not owned elsewhere.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ifaces = interfaces();
     for i in 0..16 {
         let (old, new) = (format!("vec{i}"), format!("eth{i}"));
-        // By index rather than /sys/class/net: sysfs is not mounted this early.
-        if !iface_exists(&old) || iface_exists(&new) {
+        if !ifaces.contains(&old) || ifaces.contains(&new) {
             continue;
         }
         // SAFETY: ifreq is plain data; both names are shorter than IFNAMSIZ and stay
@@ -132,17 +147,25 @@ fn rename_vector_ifaces() -> usize {
     failed
 }
 
-fn iface_exists(name: &str) -> bool {
-    let Ok(c) = CString::new(name) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+/// The network interfaces, from `/proc/net/dev` (sysfs is not mounted this early). Not
+/// by asking the kernel for each name: looking up a missing interface as root makes the
+/// kernel run `modprobe netdev-NAME`, a new guest process each time (0.5 s for 32 names).
+fn interfaces() -> Vec<String> {
+    parse_net_dev(&fs::read_to_string("/proc/net/dev").unwrap_or_default())
+}
+
+fn parse_net_dev(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .filter(|n| !n.is_empty() && !n.contains(' ') && !n.contains('|'))
+        .collect()
 }
 
 /// Names the network interfaces and mounts the hostfs shares; errors are reported and
 /// the rest still done.
 fn boot() -> i32 {
+    ensure_proc();
     let mut failed = rename_vector_ifaces();
     for arg in cmdline().split_whitespace() {
         let Some(v) = arg.strip_prefix("coop.share=") else {
@@ -209,6 +232,10 @@ fn open_tty(name: &str) -> io::Result<File> {
             t.c_cc[libc::VTIME] = 0;
             libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t);
         }
+        // Bytes the host sent before the line was raw went through the cooked line
+        // discipline (CR mapped to NL, control bytes eaten): drop them. The host learns
+        // from our hello frame that the line is ready and asks again.
+        libc::tcflush(f.as_raw_fd(), libc::TCIFLUSH);
     }
     Ok(f)
 }
@@ -233,7 +260,77 @@ struct Session {
     pty_master: Option<Arc<OwnedFd>>,
 }
 
+/// The filesystems an attached command expects, which the guest's boot scripts would
+/// mount only after the early server is up: (target, type, flags, options). The options
+/// are those of the busybox template's rcS, which skips what is already mounted.
+const BASIC_MOUNTS: &[(&str, &str, libc::c_ulong, &str)] = &[
+    (
+        "/sys",
+        "sysfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    ),
+    (
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    ),
+    (
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    ),
+];
+
+/// Starts the server as a daemon of its own session, so that it outlives the boot hook
+/// and no hang-up of the console's session reaches it; init adopts it.
+fn serve_in_background() {
+    for (target, fstype, flags, data) in BASIC_MOUNTS {
+        if is_mountpoint(target) {
+            continue;
+        }
+        let res =
+            fs::create_dir_all(target).and_then(|_| mount(fstype, target, fstype, *flags, data));
+        if let Err(e) = res {
+            eprintln!("coop-guest-agent: cannot mount {fstype} on {target}: {e}");
+        }
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/sbin/coop-guest-agent".into());
+    let mut c = Command::new(&exe);
+    c.stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Err(e) = c.spawn() {
+        eprintln!("coop-guest-agent: cannot start {}: {e}", exe.display());
+    }
+}
+
+/// Blocks until this process holds the exclusive lock on its own executable: the one
+/// server that owns the serial line. The lock goes with the process, however it ends.
+fn lock_server() -> Option<File> {
+    let exe = std::env::current_exe().ok()?;
+    let f = File::open(&exe).ok()?;
+    loop {
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Some(f);
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
 fn serve(tty: &str) -> i32 {
+    // Without a lock (no /proc, an odd filesystem) serve all the same, as before.
+    let _lock = lock_server();
     let tty_file = match open_tty(tty) {
         Ok(f) => f,
         Err(e) => {
@@ -569,4 +666,19 @@ fn start_pty(id: u32, req: &Request, w: &Writer, tx: &Sender<Event>) -> io::Resu
         stdin,
         pty_master: Some(master),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_names() {
+        let text = "Inter-|   Receive                            |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes\n    \
+                    lo:       0       0    0    0    0     0          0         0        0\n  \
+                    vec0: 1234      10    0    0    0     0          0         0      999\n";
+        assert_eq!(parse_net_dev(text), vec!["lo", "vec0"]);
+        assert!(parse_net_dev("").is_empty());
+    }
 }
