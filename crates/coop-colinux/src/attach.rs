@@ -59,6 +59,14 @@ where
                     "agent channel closed before the command's exit code",
                 ))
             })?;
+        if f.kind == Kind::Hello {
+            // A new agent greets: the one running our command died with it, and no exit
+            // code will come. (The caller's wait for the agent saw any earlier hello.)
+            return Err(ColinuxError::Agent(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the guest agent restarted while the command ran; its outcome is unknown",
+            )));
+        }
         if f.session != session {
             tracing::debug!(session = f.session, kind = ?f.kind, "frame of another session");
             continue;

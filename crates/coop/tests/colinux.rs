@@ -125,6 +125,40 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
     p.send("\x01q");
     assert!(p.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
 
+    // The boot hook's agent serves; init's respawned copy waits on the lock. When the
+    // serving one dies, the other takes over: the attach that lost its agent fails rather
+    // than hanging, and the next one works.
+    let out = attach_when(&c, &n, &["pidof", "coop-guest-agent"], |o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .count()
+            == 2
+    });
+    let mut pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    pids.sort();
+    let t = Instant::now();
+    let out = c.run(&[
+        "attach",
+        "-n",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        &format!("kill -9 {}", pids[0]),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restarted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let left = c.ok(&["attach", "-n", &n, "--", "pidof", "coop-guest-agent"]);
+    assert_eq!(left.trim(), pids[1].to_string());
+
     // A file written in the guest survives a clean halt, and the image is fsck-clean.
     c.ok(&[
         "attach",
