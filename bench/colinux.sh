@@ -235,16 +235,20 @@ CIP=$(guest_ip btcv)
 # The loader itself, not the /lib64 symlink: hostfs shows absolute symlinks as they are.
 LDSO=/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
 GIPERF=(/host$LDSO --library-path /host/usr/lib/x86_64-linux-gnu /host/usr/bin/iperf3)
+# The first start reads iperf3 and its libraries through hostfs: warm them up.
+$COOP attach -n btcn -- "${GIPERF[@]}" --version >/dev/null
+listening() {  # NAME: true once something listens on $PORT in it (tcp or tcp6)
+  $COOP attach -n $1 -- cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    awk -v p=$(printf ':%04X' $PORT) '$2 ~ p"$" && $4 == "0A" { f = 1 } END { exit !f }'
+}
 iperf() {  # NAME IP [-R]: Gbit/s received, one iperf3 server per test
   if [ $1 = btcn ]; then
     $COOP attach -n $1 -- "${GIPERF[@]}" -s -D -1 -p $PORT >/dev/null
   else
     $COOP attach -n $1 -- /usr/bin/iperf3 -s -D -1 -p $PORT >/dev/null
   fi
-  for _ in $(seq 50); do
-    iperf3 -c $2 -p $PORT -t $SECS -J ${3:-} > $W/iperf.json 2>/dev/null && break
-    sleep 0.2
-  done
+  for _ in $(seq 300); do listening $1 && break; sleep 0.1; done
+  iperf3 -c $2 -p $PORT -t $SECS -J ${3:-} > $W/iperf.json 2>/dev/null || true
   python3 - $W/iperf.json <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))

@@ -331,6 +331,12 @@ fn lock_server() -> Option<File> {
 fn serve(tty: &str) -> i32 {
     // Without a lock (no /proc, an odd filesystem) serve all the same, as before.
     let _lock = lock_server();
+    // A session of our own without a controlling terminal (init may have given us the
+    // console), inherited by the commands; fails harmlessly when we lead one already.
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
+    // Commands start in root's home (see `command`).
+    let _ = std::env::set_current_dir("/root").or_else(|_| std::env::set_current_dir("/"));
     let tty_file = match open_tty(tty) {
         Ok(f) => f,
         Err(e) => {
@@ -473,8 +479,36 @@ fn set_winsize(fd: i32, rows: u16, cols: u16) {
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
+/// `prog` looked up in `path` as execvp would, when it names no directory.
+fn resolve(prog: &str, path: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if prog.contains('/') {
+        return None;
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// The command of a request. The program is looked up here and no working directory is
+/// set (the agent's own is the one commands start in), so that std can start it with
+/// posix_spawn (a vfork) rather than fork: under UML a fork copies the agent's whole
+/// address space into a new host process.
 fn command(req: &Request) -> Command {
-    let mut c = Command::new(&req.argv[0]);
+    let path = req
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    let mut c = match resolve(&req.argv[0], path) {
+        Some(p) => {
+            let mut c = Command::new(p);
+            c.arg0(&req.argv[0]);
+            c
+        }
+        None => Command::new(&req.argv[0]),
+    };
     c.args(&req.argv[1..]);
     c.env_clear();
     c.env("PATH", DEFAULT_PATH)
@@ -491,11 +525,6 @@ fn command(req: &Request) -> Command {
             }
         }
     }
-    c.current_dir(if Path::new("/root").is_dir() {
-        "/root"
-    } else {
-        "/"
-    });
     c
 }
 
@@ -575,14 +604,10 @@ fn start_pipes(id: u32, req: &Request, w: &Writer, tx: &Sender<Event>) -> io::Re
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; it makes the command its own process group so
-    // that a signal or a superseding request reaches all of it.
-    unsafe {
-        c.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // Its own process group, so that a signal or a superseding request reaches all of it.
+    // (No setsid in a pre_exec hook: that would force a fork. The agent has no
+    // controlling terminal, so neither has the command.)
+    c.process_group(0);
     let mut child = c.spawn()?;
     let pid = child.id() as i32;
     let stdin = child.stdin.take().map(|i| pump_in(i, w.clone(), id));
