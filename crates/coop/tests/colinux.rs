@@ -118,7 +118,11 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
         .unwrap();
     assert!(kb <= 128 * 1024 && kb > 64 * 1024, "guest sees {kb} kB");
 
-    // The console is the kernel's con0: a getty login with the template's password.
+    // The console is the kernel's con0: a getty login with the template's password. The
+    // agent answers while the guest's rcS still runs; init starts the gettys after it.
+    // Log in once the guest is idle: on a loaded host, login's flush of typed-ahead input
+    // can otherwise eat the password (the helper types it 300 ms after the prompt).
+    attach_when(&c, &n, &["pidof", "getty"], |o| o.status.success());
     let mut p = console_login(&c, &n, None, "uml-pw", Duration::from_secs(20));
     p.send("echo UML-$((40+2))\r");
     p.expect("UML-42", Duration::from_secs(10));
