@@ -131,9 +131,10 @@ def to_marker(cmd, e):
         sys.exit(f"no marker from {cmd[0]}:\n{buf[-2000:].decode(errors='replace')}")
     return d
 
+# The fast-boot arguments of coop_colinux::FAST_BOOT_ARGS (keep in step).
 uml = ["linux.uml", "mem=128M", f"initrd={initrd}", "rdinit=/init", "con=null",
        "con0=fd:0,fd:1", "ssl=null", f"umid=coopbench{os.getpid()}", f"uml_dir={w}",
-       "initcall_blacklist=raid6_select_algo", "pty.legacy_count=0"] + \
+       "initcall_blacklist=raid6_select_algo,init_zswap", "pty.legacy_count=0"] + \
       ([f"lpj={lpj}"] if lpj else [])
 q = [qemu, "-L", f"{qroot}/usr/share/seabios", "-L", f"{qroot}/usr/share/qemu", "-accel", "tcg",
      "-m", "256", "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
