@@ -12,6 +12,9 @@ use crate::ColinuxError;
 
 static NEXT_SESSION: AtomicU32 = AtomicU32::new(1);
 
+/// How often [`wait_agent`] pings an agent that has not answered.
+pub const PING_INTERVAL: Duration = Duration::from_millis(200);
+
 /// A fresh, non-zero session id (0 is the agent's hello); the pid in the high bits keeps
 /// two host processes sharing one agent channel (after a monitor restart) apart.
 fn new_session() -> u32 {
@@ -56,6 +59,14 @@ where
                     "agent channel closed before the command's exit code",
                 ))
             })?;
+        if f.kind == Kind::Hello {
+            // A new agent greets: the one running our command died with it, and no exit
+            // code will come. (The caller's wait for the agent saw any earlier hello.)
+            return Err(ColinuxError::Agent(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the guest agent restarted while the command ran; its outcome is unknown",
+            )));
+        }
         if f.session != session {
             tracing::debug!(session = f.session, kind = ?f.kind, "frame of another session");
             continue;
@@ -149,10 +160,20 @@ fn copy_stdin(mut stdin: Box<dyn Read + Send>, mut w: impl Write, session: u32, 
     let _ = Frame::new(Kind::StdinEof, session, Vec::new()).write_to(&mut w);
 }
 
+/// How long [`attach_over`] waits for a guest agent that does not answer yet (a guest
+/// still booting: a Debian guest under UML takes tens of seconds to start it).
+pub const AGENT_WAIT: Duration = Duration::from_secs(120);
+
 /// `coop attach` over a stream: runs `argv` with this process's stdin/stdout/stderr. With
 /// `pty`, the command gets a terminal of the size of ours (the caller puts our terminal in
 /// raw mode, as for a container console).
+///
+/// It first waits (up to [`AGENT_WAIT`]) until the agent answers a ping: a request sent
+/// to a guest whose agent has not opened its line yet would reach it through the tty's
+/// cooked mode, mangled, or not at all. Right after `coop start` this is the wait for the
+/// guest's boot, ended by the agent's hello rather than a polling interval.
 pub fn attach_over(stream: &UnixStream, argv: &[String], pty: bool) -> Result<i32, ColinuxError> {
+    wait_agent(stream, AGENT_WAIT)?;
     let mut env = Vec::new();
     if let Ok(t) = std::env::var("TERM") {
         env.push(format!("TERM={t}"));
@@ -248,6 +269,11 @@ pub fn run_captured(
 
 /// Pings the agent until it answers or `timeout` passes; returns the agent's version.
 /// The stream's read timeout is changed while waiting and cleared afterwards.
+///
+/// A ping sent before the agent made its line raw is dropped by the agent; the hello it
+/// sends once ready makes this ping again at once, so the wait ends within a round trip
+/// of the agent starting. Pings also repeat every [`PING_INTERVAL`] in case the hello
+/// passed before this caller was connected.
 pub fn wait_agent(stream: &UnixStream, timeout: Duration) -> Result<String, ColinuxError> {
     let session = new_session();
     let deadline = Instant::now() + timeout;
@@ -261,7 +287,7 @@ pub fn wait_agent(stream: &UnixStream, timeout: Duration) -> Result<String, Coli
         Frame::new(Kind::Ping, session, Vec::new())
             .write_to(&mut w)
             .map_err(ColinuxError::Agent)?;
-        let wait = (deadline - now).min(Duration::from_millis(200));
+        let wait = (deadline - now).min(PING_INTERVAL);
         stream
             .set_read_timeout(Some(wait))
             .map_err(ColinuxError::Agent)?;
@@ -273,6 +299,8 @@ pub fn wait_agent(stream: &UnixStream, timeout: Duration) -> Result<String, Coli
                     got = Some(String::from_utf8_lossy(&f.payload).into_owned());
                     break;
                 }
+                // The agent (re)started: earlier pings were dropped, ask again now.
+                Ok(Some(f)) if f.kind == Kind::Hello => break,
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     let _ = stream.set_read_timeout(None);

@@ -14,7 +14,9 @@ use crate::ColinuxError;
 pub const UML_MODULES: &str = "/usr/lib/uml/modules";
 /// Where the agent is installed in the guest.
 const GUEST_AGENT_PATH: &str = "sbin/coop-guest-agent";
-const INITTAB_BOOT: &str = "::sysinit:/sbin/coop-guest-agent --boot";
+const INITTAB_BOOT: &str = "::sysinit:/sbin/coop-guest-agent --boot --serve";
+/// The boot hook of images made before the agent started serving from it.
+const INITTAB_BOOT_OLD: &str = "::sysinit:/sbin/coop-guest-agent --boot";
 const INITTAB_AGENT: &str = "::respawn:/sbin/coop-guest-agent";
 /// Smallest image worth making (ext4 metadata alone takes a few MiB).
 const MIN_IMAGE: u64 = 8 << 20;
@@ -236,10 +238,15 @@ pub fn install_guest(rootfs: &Path, agent: &Path) -> Result<(), ColinuxError> {
 }
 
 /// Adds the agent's lines to a busybox inittab: the boot hook as the *first* sysinit
-/// entry (interfaces must be renamed before the guest's rcS configures `eth0`), the
-/// agent as a respawned process. Lines already there are left alone.
+/// entry (interfaces must be renamed before the guest's rcS configures `eth0`, and the
+/// agent it starts answers while rcS runs), the agent as a respawned process (it waits
+/// while the boot hook's serves). Lines already there are left alone; an older boot hook
+/// line is replaced.
 fn hook_inittab(text: &str) -> String {
-    let mut lines: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim() != INITTAB_BOOT_OLD)
+        .collect();
     if !lines.iter().any(|l| l.trim() == INITTAB_BOOT) {
         let at = lines
             .iter()
@@ -389,13 +396,21 @@ mod tests {
         let h = hook_inittab(t);
         assert_eq!(
             h,
-            "# c\n::sysinit:/sbin/coop-guest-agent --boot\n::sysinit:/etc/init.d/rcS\n\
+            "# c\n::sysinit:/sbin/coop-guest-agent --boot --serve\n::sysinit:/etc/init.d/rcS\n\
              console::respawn:/sbin/getty -L 115200 console vt100\n::respawn:/sbin/coop-guest-agent\n"
         );
         assert_eq!(hook_inittab(&h), h);
         assert_eq!(
             hook_inittab(""),
-            "::sysinit:/sbin/coop-guest-agent --boot\n::respawn:/sbin/coop-guest-agent\n"
+            "::sysinit:/sbin/coop-guest-agent --boot --serve\n::respawn:/sbin/coop-guest-agent\n"
+        );
+        // An image hooked by an older coop: its boot line is replaced, not doubled.
+        let old = "::sysinit:/sbin/coop-guest-agent --boot\n::sysinit:/etc/init.d/rcS\n\
+                   ::respawn:/sbin/coop-guest-agent\n";
+        assert_eq!(
+            hook_inittab(old),
+            "::sysinit:/sbin/coop-guest-agent --boot --serve\n::sysinit:/etc/init.d/rcS\n\
+             ::respawn:/sbin/coop-guest-agent\n"
         );
     }
 

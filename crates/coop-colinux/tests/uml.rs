@@ -321,6 +321,7 @@ fn spec(name: String, disk: Disk, shares: Vec<Share>) -> InstanceSpec {
         shares,
         net: None,
         extra_cmdline: Vec::new(),
+        fast_boot: true,
     }
 }
 

@@ -343,14 +343,23 @@ fn write_all(fd: i32, mut data: &[u8]) {
 /// coLinux: the command runs in the guest kernel, through our agent on its serial line,
 /// which the instance's monitor lends to one attach at a time.
 fn attach_guest(store: &Store, name: &str, st: &RunState, opts: &AttachOptions) -> Result<i32> {
-    let (reply, stream) =
-        crate::proto::call(&store.socket_path(name), &crate::proto::Request::Agent)?;
-    if !reply.ok {
-        return Err(Error::Msg(format!(
-            "coop attach {name}: {}",
-            reply.error.unwrap_or_default()
-        )));
-    }
+    // The monitor lends the agent to one attach at a time and sees a finished attach hang
+    // up only on its next turn, so one started right after another can be told "busy":
+    // ask again for a little while.
+    let busy_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let stream = loop {
+        let (reply, stream) =
+            crate::proto::call(&store.socket_path(name), &crate::proto::Request::Agent)?;
+        if reply.ok {
+            break stream;
+        }
+        let msg = reply.error.unwrap_or_default();
+        if msg.starts_with("another attach") && std::time::Instant::now() < busy_until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
+        return Err(Error::Msg(format!("coop attach {name}: {msg}")));
+    };
     let mut argv = if opts.command.is_empty() {
         vec!["/bin/sh".to_string()]
     } else {

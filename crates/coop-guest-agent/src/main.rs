@@ -1,13 +1,17 @@
 //! `coop-guest-agent`: runs inside a coop coLinux (User-Mode Linux) guest.
 //!
-//! - `coop-guest-agent --boot` (from init, once, before the guest's own boot scripts):
-//!   renames UML's `vecN` interfaces to `ethN` and mounts the hostfs shares named by
-//!   `coop.share=HOST:GUEST[:ro]` on the kernel command line.
+//! - `coop-guest-agent --boot [--serve]` (from init, once, before the guest's own boot
+//!   scripts): renames UML's `vecN` interfaces to `ethN` and mounts the hostfs shares named
+//!   by `coop.share=HOST:GUEST[:ro]` on the kernel command line. With `--serve` it then
+//!   starts the server below in the background, so that `coop attach` works while the
+//!   guest's boot scripts still run (they take longer than the kernel's whole boot).
 //! - `coop-guest-agent [TTY]` (respawned by init): serves `coop attach` on the serial line
 //!   (`coop.agent=` on the command line, else `ttyS0`), whose host end the coop monitor
 //!   holds. It speaks `coop_colinux::proto`: a request (argv, env, pty flag), stdin frames
 //!   in, stdout/stderr frames out, then the exit code. One command runs at a time; a new
-//!   request ends the previous command (its host side has gone away).
+//!   request ends the previous command (its host side has gone away). Only one server
+//!   uses the line: each first takes a lock on its own executable, so init's respawned
+//!   copy waits while the one started at boot serves, and takes over if it dies.
 //!
 //! Built statically so that it runs in any guest, whatever its libc.
 
@@ -34,7 +38,13 @@ type Writer = Arc<Mutex<File>>;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
-        Some("--boot") => boot(),
+        Some("--boot") => {
+            let code = boot();
+            if args.get(2).map(String::as_str) == Some("--serve") {
+                serve_in_background();
+            }
+            code
+        }
         Some("--version") => {
             println!("{VERSION}");
             0
@@ -45,10 +55,15 @@ fn main() {
     std::process::exit(code);
 }
 
-fn cmdline() -> String {
+/// Mounts /proc when init has not yet: the boot hook runs before the guest's scripts.
+fn ensure_proc() {
     if !Path::new("/proc/self").exists() {
         let _ = mount("proc", "/proc", "proc", 0, "");
     }
+}
+
+fn cmdline() -> String {
+    ensure_proc();
     fs::read_to_string("/proc/cmdline").unwrap_or_default()
 }
 
@@ -103,10 +118,10 @@ fn rename_vector_ifaces() -> usize {
     }
     // SAFETY: fd was just returned by socket() and is not owned elsewhere.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ifaces = interfaces();
     for i in 0..16 {
         let (old, new) = (format!("vec{i}"), format!("eth{i}"));
-        // By index rather than /sys/class/net: sysfs is not mounted this early.
-        if !iface_exists(&old) || iface_exists(&new) {
+        if !ifaces.contains(&old) || ifaces.contains(&new) {
             continue;
         }
         // SAFETY: ifreq is plain data; both names are shorter than IFNAMSIZ and stay
@@ -132,17 +147,25 @@ fn rename_vector_ifaces() -> usize {
     failed
 }
 
-fn iface_exists(name: &str) -> bool {
-    let Ok(c) = CString::new(name) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+/// The network interfaces, from `/proc/net/dev` (sysfs is not mounted this early). Not
+/// by asking the kernel for each name: looking up a missing interface as root makes the
+/// kernel run `modprobe netdev-NAME`, a new guest process each time (0.5 s for 32 names).
+fn interfaces() -> Vec<String> {
+    parse_net_dev(&fs::read_to_string("/proc/net/dev").unwrap_or_default())
+}
+
+fn parse_net_dev(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .filter(|n| !n.is_empty() && !n.contains(' ') && !n.contains('|'))
+        .collect()
 }
 
 /// Names the network interfaces and mounts the hostfs shares; errors are reported and
 /// the rest still done.
 fn boot() -> i32 {
+    ensure_proc();
     let mut failed = rename_vector_ifaces();
     for arg in cmdline().split_whitespace() {
         let Some(v) = arg.strip_prefix("coop.share=") else {
@@ -209,6 +232,10 @@ fn open_tty(name: &str) -> io::Result<File> {
             t.c_cc[libc::VTIME] = 0;
             libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t);
         }
+        // Bytes the host sent before the line was raw went through the cooked line
+        // discipline (CR mapped to NL, control bytes eaten): drop them. The host learns
+        // from our hello frame that the line is ready and asks again.
+        libc::tcflush(f.as_raw_fd(), libc::TCIFLUSH);
     }
     Ok(f)
 }
@@ -233,7 +260,92 @@ struct Session {
     pty_master: Option<Arc<OwnedFd>>,
 }
 
+/// The filesystems an attached command expects, which the guest's boot scripts would
+/// mount only after the early server is up: (target, type, flags, options). The options
+/// are those of the busybox template's rcS, which skips what is already mounted.
+const BASIC_MOUNTS: &[(&str, &str, libc::c_ulong, &str)] = &[
+    (
+        "/sys",
+        "sysfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    ),
+    (
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    ),
+    (
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    ),
+];
+
+/// Starts the server as a daemon of its own session, so that it outlives the boot hook
+/// and no hang-up of the console's session reaches it; init adopts it.
+fn serve_in_background() {
+    for (target, fstype, flags, data) in BASIC_MOUNTS {
+        if is_mountpoint(target) {
+            continue;
+        }
+        let res =
+            fs::create_dir_all(target).and_then(|_| mount(fstype, target, fstype, *flags, data));
+        if let Err(e) = res {
+            eprintln!("coop-guest-agent: cannot mount {fstype} on {target}: {e}");
+        }
+    }
+    // A fork that goes on to serve rather than a new exec of the agent: under UML an exec
+    // of this 1.6 MB binary costs tens of milliseconds of page faults.
+    // SAFETY: the boot hook has no other thread, so the child may run any code; it only
+    // changes its own session and stdin before serving.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: plain syscalls on the child's own session and descriptors.
+            unsafe {
+                libc::setsid();
+                if let Ok(null) = File::open("/dev/null") {
+                    libc::dup2(null.as_raw_fd(), 0);
+                }
+            }
+            let tty = cmdline_value("coop.agent").unwrap_or_else(|| "ttyS0".into());
+            std::process::exit(serve(&tty));
+        }
+        -1 => eprintln!(
+            "coop-guest-agent: cannot fork the server: {}",
+            io::Error::last_os_error()
+        ),
+        _ => {}
+    }
+}
+
+/// Blocks until this process holds the exclusive lock on its own executable: the one
+/// server that owns the serial line. The lock goes with the process, however it ends.
+fn lock_server() -> Option<File> {
+    let exe = std::env::current_exe().ok()?;
+    let f = File::open(&exe).ok()?;
+    loop {
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Some(f);
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
 fn serve(tty: &str) -> i32 {
+    // Without a lock (no /proc, an odd filesystem) serve all the same, as before.
+    let _lock = lock_server();
+    // A session of our own without a controlling terminal (init may have given us the
+    // console), inherited by the commands; fails harmlessly when we lead one already.
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
+    // Commands start in root's home (see `command`).
+    let _ = std::env::set_current_dir("/root").or_else(|_| std::env::set_current_dir("/"));
     let tty_file = match open_tty(tty) {
         Ok(f) => f,
         Err(e) => {
@@ -376,8 +488,36 @@ fn set_winsize(fd: i32, rows: u16, cols: u16) {
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
+/// `prog` looked up in `path` as execvp would, when it names no directory.
+fn resolve(prog: &str, path: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if prog.contains('/') {
+        return None;
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// The command of a request. The program is looked up here and no working directory is
+/// set (the agent's own is the one commands start in), so that std can start it with
+/// posix_spawn (a vfork) rather than fork: under UML a fork copies the agent's whole
+/// address space into a new host process.
 fn command(req: &Request) -> Command {
-    let mut c = Command::new(&req.argv[0]);
+    let path = req
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    let mut c = match resolve(&req.argv[0], path) {
+        Some(p) => {
+            let mut c = Command::new(p);
+            c.arg0(&req.argv[0]);
+            c
+        }
+        None => Command::new(&req.argv[0]),
+    };
     c.args(&req.argv[1..]);
     c.env_clear();
     c.env("PATH", DEFAULT_PATH)
@@ -394,11 +534,6 @@ fn command(req: &Request) -> Command {
             }
         }
     }
-    c.current_dir(if Path::new("/root").is_dir() {
-        "/root"
-    } else {
-        "/"
-    });
     c
 }
 
@@ -478,14 +613,10 @@ fn start_pipes(id: u32, req: &Request, w: &Writer, tx: &Sender<Event>) -> io::Re
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; it makes the command its own process group so
-    // that a signal or a superseding request reaches all of it.
-    unsafe {
-        c.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // Its own process group, so that a signal or a superseding request reaches all of it.
+    // (No setsid in a pre_exec hook: that would force a fork. The agent has no
+    // controlling terminal, so neither has the command.)
+    c.process_group(0);
     let mut child = c.spawn()?;
     let pid = child.id() as i32;
     let stdin = child.stdin.take().map(|i| pump_in(i, w.clone(), id));
@@ -569,4 +700,19 @@ fn start_pty(id: u32, req: &Request, w: &Writer, tx: &Sender<Event>) -> io::Resu
         stdin,
         pty_master: Some(master),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_names() {
+        let text = "Inter-|   Receive                            |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes\n    \
+                    lo:       0       0    0    0    0     0          0         0        0\n  \
+                    vec0: 1234      10    0    0    0     0          0         0      999\n";
+        assert_eq!(parse_net_dev(text), vec!["lo", "vec0"]);
+        assert!(parse_net_dev("").is_empty());
+    }
 }

@@ -118,12 +118,50 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
         .unwrap();
     assert!(kb <= 128 * 1024 && kb > 64 * 1024, "guest sees {kb} kB");
 
-    // The console is the kernel's con0: a getty login with the template's password.
+    // The console is the kernel's con0: a getty login with the template's password. The
+    // agent answers while the guest's rcS still runs; init starts the gettys after it.
+    // Log in once the guest is idle: on a loaded host, login's flush of typed-ahead input
+    // can otherwise eat the password (the helper types it 300 ms after the prompt).
+    attach_when(&c, &n, &["pidof", "getty"], |o| o.status.success());
     let mut p = console_login(&c, &n, None, "uml-pw", Duration::from_secs(20));
     p.send("echo UML-$((40+2))\r");
     p.expect("UML-42", Duration::from_secs(10));
     p.send("\x01q");
     assert!(p.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
+
+    // The boot hook's agent serves; init's respawned copy waits on the lock. When the
+    // serving one dies, the other takes over: the attach that lost its agent fails rather
+    // than hanging, and the next one works.
+    let out = attach_when(&c, &n, &["pidof", "coop-guest-agent"], |o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .count()
+            == 2
+    });
+    let mut pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    pids.sort();
+    let t = Instant::now();
+    let out = c.run(&[
+        "attach",
+        "-n",
+        &n,
+        "--",
+        "sh",
+        "-c",
+        &format!("kill -9 {}", pids[0]),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restarted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let left = c.ok(&["attach", "-n", &n, "--", "pidof", "coop-guest-agent"]);
+    assert_eq!(left.trim(), pids[1].to_string());
 
     // A file written in the guest survives a clean halt, and the image is fsck-clean.
     c.ok(&[
