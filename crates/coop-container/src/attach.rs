@@ -340,18 +340,17 @@ fn write_all(fd: i32, mut data: &[u8]) {
     }
 }
 
-/// coLinux: the command runs in the guest kernel, through our agent on its serial line,
-/// which the instance's monitor lends to one attach at a time.
-fn attach_guest(store: &Store, name: &str, st: &RunState, opts: &AttachOptions) -> Result<i32> {
+/// A coLinux instance's guest agent, lent by its monitor.
+pub(crate) fn agent_stream(store: &Store, name: &str) -> Result<std::os::unix::net::UnixStream> {
     // The monitor lends the agent to one attach at a time and sees a finished attach hang
     // up only on its next turn, so one started right after another can be told "busy":
     // ask again for a little while.
     let busy_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    let stream = loop {
+    loop {
         let (reply, stream) =
             crate::proto::call(&store.socket_path(name), &crate::proto::Request::Agent)?;
         if reply.ok {
-            break stream;
+            return Ok(stream);
         }
         let msg = reply.error.unwrap_or_default();
         if msg.starts_with("another attach") && std::time::Instant::now() < busy_until {
@@ -359,7 +358,13 @@ fn attach_guest(store: &Store, name: &str, st: &RunState, opts: &AttachOptions) 
             continue;
         }
         return Err(Error::Msg(format!("coop attach {name}: {msg}")));
-    };
+    }
+}
+
+/// coLinux: the command runs in the guest kernel, through our agent on its serial line,
+/// which the instance's monitor lends to one attach at a time.
+fn attach_guest(store: &Store, name: &str, st: &RunState, opts: &AttachOptions) -> Result<i32> {
+    let stream = agent_stream(store, name)?;
     let mut argv = if opts.command.is_empty() {
         vec!["/bin/sh".to_string()]
     } else {

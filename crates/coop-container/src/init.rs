@@ -98,6 +98,19 @@ fn setup_and_exec(spec: &ChildSpec, sync: OwnedFd) -> Result<Never, String> {
     setup_rootfs(spec)?;
     sethostname(&spec.hostname).map_err(|e| format!("cannot set the host name: {e}"))?;
     setup_console()?;
+    if spec.agent_fd.is_some() {
+        // A UML kernel: its console channel puts this pty into raw mode while the guest
+        // has its console open, and puts back what it found whenever the guest closes it
+        // (getty handing over to login, rcS ending). Found cooked, the pty would then
+        // echo and hold typed lines itself, and a login could wait forever for a password
+        // stuck in its line buffer; found raw, every restore leaves it raw.
+        let stdin = std::io::stdin();
+        if let Ok(mut t) = nix::sys::termios::tcgetattr(&stdin) {
+            nix::sys::termios::cfmakeraw(&mut t);
+            nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &t)
+                .map_err(|e| format!("cannot make the kernel's console raw: {e}"))?;
+        }
+    }
 
     if let Some(prog) = &spec.seccomp {
         seccompiler::apply_filter(prog)

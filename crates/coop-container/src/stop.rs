@@ -18,6 +18,17 @@ pub fn stop(store: &Store, name: &str, opts: &StopOptions) -> Result<String> {
     let st = RunState::load(store, name)?.ok_or_else(|| Error::NotRunning(name.into()))?;
     let colinux = st.kind.as_deref() == Some("colinux");
     if colinux && !opts.kill {
+        // First the guest's own orderly shutdown: its init stops the services, unmounts
+        // and powers off, and the kernel process ends (a debian guest's systemd runs its
+        // whole shutdown). The monitor then cleans up and exits.
+        match poweroff_guest(store, name) {
+            Ok(()) if wait_exit(st.monitor_pid, opts.timeout) => return Ok("powered off".into()),
+            Ok(()) => tracing::warn!(
+                "{name}: the guest did not power off within {:?}; halting it through mconsole",
+                opts.timeout
+            ),
+            Err(e) => tracing::info!("{name}: no orderly poweroff through the agent: {e}"),
+        }
         // A UML kernel ignores the signals an init would take as "halt": ask through
         // its management console (sync, remount read-only, halt), then wait.
         let sock = crate::monitor::mconsole_path(store, name);
@@ -73,6 +84,27 @@ pub fn stop(store: &Store, name: &str, opts: &StopOptions) -> Result<String> {
     // Wait for the monitor itself so that "stopped" means "nothing left".
     wait_gone(st.monitor_pid);
     Ok(reply.exit.unwrap_or_default())
+}
+
+/// Asks a coLinux guest's init to power off, through the guest agent.
+fn poweroff_guest(store: &Store, name: &str) -> Result<()> {
+    let stream = crate::attach::agent_stream(store, name)?;
+    // A guest whose agent does not answer soon is hung or still booting: fall back.
+    coop_colinux::wait_agent(&stream, Duration::from_secs(2))?;
+    coop_colinux::poweroff(&stream)?;
+    Ok(())
+}
+
+/// True once `pid` (the monitor) has exited, within `timeout`.
+fn wait_exit(pid: i32, timeout: Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        if !pid_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 /// True once the monitor has exited (it cleans up before it does), within a second.

@@ -181,6 +181,15 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
         took < Duration::from_secs(15),
         "stop took {took:?} (killed?)"
     );
+    // An orderly shutdown from inside: the guest's init powered the kernel off (an
+    // mconsole halt would print "System halted"; a kill prints nothing).
+    let console =
+        std::fs::read_to_string(c.root.path().join(&n).join("console.log")).unwrap_or_default();
+    assert!(
+        console.contains("reboot: Power down"),
+        "no poweroff on the console: {}",
+        &console[console.len().saturating_sub(600)..]
+    );
     let img = c.root.path().join(&n).join("rootfs/disk.img");
     let fsck = Command::new("e2fsck")
         .arg("-fn")

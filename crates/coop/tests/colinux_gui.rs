@@ -360,6 +360,15 @@ fn debian_instance_boots_systemd_to_a_console_login() {
         took < Duration::from_secs(25),
         "stop took {took:?} (killed?)"
     );
+    // An orderly shutdown from inside: the guest's init powered the kernel off (an
+    // mconsole halt would print "System halted"; a kill prints nothing).
+    let console =
+        std::fs::read_to_string(c.root.path().join(&n).join("console.log")).unwrap_or_default();
+    assert!(
+        console.contains("reboot: Power down"),
+        "no poweroff on the console: {}",
+        &console[console.len().saturating_sub(600)..]
+    );
     assert_eq!(c.info(&n)["state"], "STOPPED");
     let img = c.root.path().join(&n).join("rootfs/disk.img");
     let fsck = Command::new("e2fsck")
