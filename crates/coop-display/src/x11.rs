@@ -33,6 +33,8 @@ const TEXT_MIME: &str = "text/plain;charset=utf-8";
 const COPYRECT_ENV: &str = "COOP_X11_COPYRECT";
 /// Damage rectangles smaller than this are not searched for scrolls.
 const MIN_SCROLL_AREA: u64 = 64 * 32;
+/// The most areas checked for a move in one damage fetch (each costs a capture).
+const MAX_MOVE_TRIES: usize = 12;
 /// The most window moves remembered between two damage fetches.
 const MAX_MOVE_HINTS: usize = 16;
 
@@ -719,7 +721,13 @@ impl X11Source {
         }
         let mut found: Vec<moves::Move> = Vec::new();
         let mut px = Vec::new();
-        for (area, shift) in candidates {
+        let mut queue: std::collections::VecDeque<_> = candidates.into();
+        let mut budget = MAX_MOVE_TRIES;
+        while let Some((area, shift)) = queue.pop_front() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
             if found.iter().any(|m| m.dst.intersect(&area).is_some()) {
                 continue;
             }
@@ -741,6 +749,17 @@ impl X11Source {
                 continue;
             }
             found.push(m);
+            if shift.is_none() {
+                // What a client holds mixes times (copied rows from one fetch, captured
+                // rows from a later moment), so the rest of a scroll area may have moved by
+                // another amount: search it on its own.
+                queue.extend(
+                    moves::subtract(area, m.dst)
+                        .into_iter()
+                        .filter(|r| r.area() >= MIN_SCROLL_AREA)
+                        .map(|r| (r, None)),
+                );
+            }
         }
         if found.is_empty() {
             return Ok(rects);

@@ -938,13 +938,13 @@ async fn on_source_event(
             let in_stream = d.stream.as_ref().is_some_and(|s| {
                 s.rect.intersect(&src).is_some() || s.rect.intersect(&dst).is_some()
             });
+            // A move racing a capture we sent copies newer pixels than the source checked.
             let clean = !*full
                 && !in_stream
                 && screen.contains(&src)
                 && screen.contains(&dst)
-                && !dirty
+                && !fresh
                     .iter()
-                    .chain(fresh)
                     .any(|r| r.intersect(&src).is_some() || r.intersect(&dst).is_some());
             if clean {
                 ch.send_msg(&DisplayServerMsg::CopyBits {
@@ -955,6 +955,15 @@ async fn on_source_event(
                     },
                 })
                 .await?;
+                // Pending damage under the source still holds old pixels on the client,
+                // now copied along: it is owed at the destination too. (Damage under the
+                // destination stays owed as it is.)
+                let moved: Vec<Rect> = dirty
+                    .iter()
+                    .filter_map(|r| r.intersect(&src))
+                    .map(|r| Rect::new(r.x - src.x + dst.x, r.y - src.y + dst.y, r.w, r.h))
+                    .collect();
+                dirty.extend(moved);
             } else {
                 dirty.push(dst);
             }
