@@ -164,20 +164,6 @@ pub(crate) fn verify(shadow: &Shadow, dst: Rect, new: &[u8], dx: i32, dy: i32) -
         }
     }
     let (start, len) = best;
-    if std::env::var("MOVES_DEBUG").is_ok() {
-        let rows: String = new
-            .chunks_exact(row)
-            .enumerate()
-            .map(|(i, l)| {
-                if shadow.row(sx, sy + i as u32, dst.w) == l {
-                    '='
-                } else {
-                    'x'
-                }
-            })
-            .collect();
-        eprintln!("verify {dst:?} {dx},{dy}: {rows}");
-    }
     (len >= MIN_ROWS && u64::from(len) * u64::from(dst.w) >= MIN_PIXELS).then(|| Move {
         src: Rect::new(sx, sy + start, dst.w, len),
         dst: Rect::new(dst.x, dst.y + start, dst.w, len),

@@ -623,6 +623,7 @@ impl X11Source {
         );
         let hints = std::mem::take(&mut self.move_hints);
         let merged = if merged.is_empty() {
+            self.move_hints = hints;
             merged
         } else {
             self.report_moves(merged, &hints)?
@@ -696,7 +697,7 @@ impl X11Source {
         // Each candidate: the area whose new pixels are checked, and the shift to try
         // (None: find one from row hashes).
         let mut candidates: Vec<(Rect, Option<(i32, i32)>)> = Vec::new();
-        for &(_, dx, dy, (x, y, w, h)) in hints {
+        for &(win, dx, dy, (x, y, w, h)) in hints {
             // The window's new place, clipped so both it and where it came from are on
             // the screen.
             let x0 = i64::from(x).max(0).max(i64::from(dx));
@@ -711,6 +712,9 @@ impl X11Source {
                 let dst = Rect::new(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
                 if rects.iter().any(|r| r.intersect(&dst).is_some()) {
                     candidates.push((dst, Some((dx, dy))));
+                } else if self.move_hints.len() < MAX_MOVE_HINTS {
+                    // Its damage has not come yet: keep the hint for the next fetch.
+                    self.move_hints.push((win, dx, dy, (x, y, w, h)));
                 }
             }
         }

@@ -921,9 +921,6 @@ impl MirrorClient {
     }
 
     fn apply(&mut self, src: &mut X11Source, ev: &[SourceEvent], flush_every: u32) {
-        if std::env::var("MIRROR_DEBUG").is_ok() {
-            eprintln!("{ev:?}");
-        }
         for e in ev {
             match e {
                 SourceEvent::Damage(rs) => self.dirty.extend(rs.iter().copied()),
@@ -957,7 +954,7 @@ impl MirrorClient {
             }
         }
         self.batches += 1;
-        if self.batches % flush_every == 0 {
+        if self.batches.is_multiple_of(flush_every) {
             self.flush(src);
         }
     }
