@@ -747,6 +747,11 @@ impl X11Source {
             let Some(m) = moves::verify(sh, area, &px, dx, dy) else {
                 continue;
             };
+            // A scroll that keeps only a sliver of the area saves little and splits the
+            // redraw into pieces that compress worse than the whole (measured with GLZ).
+            if shift.is_none() && m.dst.area() * 2 < area.area() {
+                continue;
+            }
             // A client applies the copies in order: one may not read what an earlier one
             // already overwrote.
             if found.iter().any(|f| f.dst.intersect(&m.src).is_some()) || !screen.contains(&m.src) {
