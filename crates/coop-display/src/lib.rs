@@ -39,6 +39,7 @@
 //!   XFIXES ≥ 2, XTEST; MIT-SHM ≥ 1.2 (fd passing) is used when present, else GetImage.
 
 mod keymap;
+mod moves;
 mod rects;
 mod x11;
 
@@ -187,8 +188,11 @@ impl Cursor {
 pub enum SourceEvent {
     /// Dirty regions: clipped to the screen, overlapping ones merged, at most a few dozen.
     Damage(Vec<Rect>),
-    /// A moved area: the pixels of `src` now also sit at (`dst_x`, `dst_y`). Not produced by
-    /// the X11 source (DAMAGE cannot tell moves apart); kept for sources that know.
+    /// A moved area: the pixels of `src` now also sit at (`dst_x`, `dst_y`). Applies to the
+    /// picture after the events before it; damage after it (even overlapping `src`) comes
+    /// on top. It holds for what was captured before it was emitted: a consumer that
+    /// captured `src` or the destination after that must redraw the destination instead. The X11 source finds these by comparing damaged pixels with what it last
+    /// handed out (scrolls, moved top-level windows); set `COOP_X11_COPYRECT=0` to stop it.
     CopyRect { src: Rect, dst_x: u32, dst_y: u32 },
     /// The screen has a new size; the previous frame is void, capture a full one.
     Resized { width: u32, height: u32 },

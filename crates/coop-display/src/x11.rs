@@ -18,6 +18,7 @@ use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
 use x11rb::{CURRENT_TIME, NONE};
 
+use crate::moves::{self, Shadow};
 use crate::{
     keymap, merge_rects, Cursor, DisplayError, DisplaySource, Frame, Interrupter, Rect,
     SourceEvent, CURSOR_POLL_INTERVAL,
@@ -28,6 +29,17 @@ const MAX_DAMAGE_RECTS: usize = 32;
 /// The largest clipboard payload accepted from X clients (INCR transfers are not done).
 const MAX_CLIPBOARD_BYTES: u32 = 16 << 20;
 const TEXT_MIME: &str = "text/plain;charset=utf-8";
+/// Set to `0` to never report moved areas (for comparisons and as an escape hatch).
+const COPYRECT_ENV: &str = "COOP_X11_COPYRECT";
+/// Damage rectangles smaller than this are not searched for scrolls.
+const MIN_SCROLL_AREA: u64 = 64 * 32;
+/// The most areas checked for a move in one damage fetch (each costs a capture).
+const MAX_MOVE_TRIES: usize = 12;
+/// The most window moves remembered between two damage fetches.
+const MAX_MOVE_HINTS: usize = 16;
+
+/// A top-level window moved by (dx, dy) to (x, y, w, h).
+type MoveHint = (Window, i32, i32, (i32, i32, u32, u32));
 
 /// A MIT-SHM segment backed by a memfd, mapped read-only in this process.
 struct ShmSeg {
@@ -94,6 +106,14 @@ pub struct X11Source {
     buttons: u32,
     wake_rx: UnixStream,
     wake_tx: Interrupter,
+    /// What clients are believed to show; `None` until the first full capture.
+    shadow: Option<Shadow>,
+    /// Whether moved areas are looked for (see [`COPYRECT_ENV`]).
+    find_moves: bool,
+    /// Geometry (x, y, w, h) of the root's children, to tell where a moved window was.
+    windows: std::collections::HashMap<Window, (i32, i32, u32, u32)>,
+    /// Windows moved since the last damage fetch: (window, dx, dy, new geometry).
+    move_hints: Vec<MoveHint>,
 }
 
 fn map_conn(display: &str, request: &'static str) -> impl Fn(ConnectionError) -> DisplayError {
@@ -308,7 +328,17 @@ impl X11Source {
             buttons: 0,
             wake_rx,
             wake_tx,
+            shadow: None,
+            find_moves: std::env::var(COPYRECT_ENV).map_or(true, |v| v != "0"),
+            windows: std::collections::HashMap::new(),
+            move_hints: Vec::new(),
         };
+        if src.find_moves {
+            if let Err(e) = src.track_windows() {
+                // Scrolls are still found from the pixels; only window-move hints are lost.
+                warn!(display = %src.display, error = %e, "cannot track top-level windows");
+            }
+        }
         if src.shm_usable {
             if let Err(e) = src.setup_shm() {
                 warn!(display = %src.display, error = %e, "MIT-SHM unusable, falling back to GetImage");
@@ -325,6 +355,15 @@ impl X11Source {
     /// True when captures go through MIT-SHM.
     pub fn uses_shm(&self) -> bool {
         self.shm.is_some()
+    }
+
+    /// Switches the search for moved areas ([`SourceEvent::CopyRect`]) off or on; on by
+    /// default unless `COOP_X11_COPYRECT=0`. Takes effect at the next full capture.
+    pub fn set_find_moves(&mut self, on: bool) {
+        self.find_moves = on;
+        if !on {
+            self.shadow = None;
+        }
     }
 
     /// Switches MIT-SHM capture off (or back on, when the server supports it). For
@@ -582,13 +621,17 @@ impl X11Source {
             Rect::new(0, 0, self.width, self.height),
             MAX_DAMAGE_RECTS,
         );
+        let hints = std::mem::take(&mut self.move_hints);
+        let merged = if merged.is_empty() {
+            self.move_hints = hints;
+            merged
+        } else {
+            self.report_moves(merged, &hints)?
+        };
         if !merged.is_empty() {
-            // Coalesce with damage queued earlier in this same batch.
-            if let Some(SourceEvent::Damage(prev)) = self
-                .pending
-                .iter_mut()
-                .find(|e| matches!(e, SourceEvent::Damage(_)))
-            {
+            // Coalesce with damage queued earlier in this same batch, unless a move came
+            // since: a client applies the move before that damage is redrawn.
+            if let Some(SourceEvent::Damage(prev)) = self.pending.last_mut() {
                 prev.extend(merged);
                 let all = std::mem::take(prev);
                 *prev = merge_rects(
@@ -603,6 +646,152 @@ impl X11Source {
         Ok(())
     }
 
+    /// Selects SubstructureNotify on the root and records where its children are.
+    fn track_windows(&mut self) -> Result<(), DisplayError> {
+        self.conn
+            .change_window_attributes(
+                self.root,
+                &xproto::ChangeWindowAttributesAux::new()
+                    .event_mask(EventMask::SUBSTRUCTURE_NOTIFY),
+            )
+            .map_err(|e| self.x_err("ChangeWindowAttributes", e))?
+            .check()
+            .map_err(|e| self.x_err("ChangeWindowAttributes", e))?;
+        let tree = self
+            .conn
+            .query_tree(self.root)
+            .map_err(|e| self.x_err("QueryTree", e))?
+            .reply()
+            .map_err(|e| self.x_err("QueryTree", e))?;
+        for w in tree.children {
+            // A window gone meanwhile is simply not tracked.
+            if let Ok(Ok(g)) = self.conn.get_geometry(w).map(|c| c.reply()) {
+                let geom = (
+                    i32::from(g.x),
+                    i32::from(g.y),
+                    u32::from(g.width),
+                    u32::from(g.height),
+                );
+                self.windows.insert(w, geom);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks for moved content in the damaged `rects` (scrolls inside a rectangle, and the
+    /// window moves in `hints`), queues a [`SourceEvent::CopyRect`] for each move found
+    /// and returns the damage that remains.
+    fn report_moves(
+        &mut self,
+        rects: Vec<Rect>,
+        hints: &[MoveHint],
+    ) -> Result<Vec<Rect>, DisplayError> {
+        let Some(sh) = self.shadow.as_ref() else {
+            return Ok(rects);
+        };
+        if sh.size() != (self.width, self.height) {
+            self.shadow = None;
+            return Ok(rects);
+        }
+        let screen = Rect::new(0, 0, self.width, self.height);
+        // Each candidate: the area whose new pixels are checked, and the shift to try
+        // (None: find one from row hashes).
+        let mut candidates: Vec<(Rect, Option<(i32, i32)>)> = Vec::new();
+        for &(win, dx, dy, (x, y, w, h)) in hints {
+            // The window's new place, clipped so both it and where it came from are on
+            // the screen.
+            let x0 = i64::from(x).max(0).max(i64::from(dx));
+            let y0 = i64::from(y).max(0).max(i64::from(dy));
+            let x1 = (i64::from(x) + i64::from(w))
+                .min(i64::from(self.width))
+                .min(i64::from(self.width) + i64::from(dx));
+            let y1 = (i64::from(y) + i64::from(h))
+                .min(i64::from(self.height))
+                .min(i64::from(self.height) + i64::from(dy));
+            if x1 > x0 && y1 > y0 {
+                let dst = Rect::new(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
+                if rects.iter().any(|r| r.intersect(&dst).is_some()) {
+                    candidates.push((dst, Some((dx, dy))));
+                } else if self.move_hints.len() < MAX_MOVE_HINTS {
+                    // Its damage has not come yet: keep the hint for the next fetch.
+                    self.move_hints.push((win, dx, dy, (x, y, w, h)));
+                }
+            }
+        }
+        for r in &rects {
+            if r.area() >= MIN_SCROLL_AREA {
+                candidates.push((*r, None));
+            }
+        }
+        let mut found: Vec<moves::Move> = Vec::new();
+        let mut px = Vec::new();
+        let mut queue: std::collections::VecDeque<_> = candidates.into();
+        let mut budget = MAX_MOVE_TRIES;
+        while let Some((area, shift)) = queue.pop_front() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            if found.iter().any(|m| m.dst.intersect(&area).is_some()) {
+                continue;
+            }
+            self.grab(area, &mut px)?;
+            let Some(sh) = self.shadow.as_ref() else {
+                break;
+            };
+            let Some((dx, dy)) =
+                shift.or_else(|| moves::vertical_candidate(sh, area, &px).map(|dy| (0, dy)))
+            else {
+                continue;
+            };
+            let Some(m) = moves::verify(sh, area, &px, dx, dy) else {
+                continue;
+            };
+            // A scroll that keeps only a sliver of the area saves little and splits the
+            // redraw into pieces that compress worse than the whole (measured with GLZ).
+            if shift.is_none() && m.dst.area() * 2 < area.area() {
+                continue;
+            }
+            // A client applies the copies in order: one may not read what an earlier one
+            // already overwrote.
+            if found.iter().any(|f| f.dst.intersect(&m.src).is_some()) || !screen.contains(&m.src) {
+                continue;
+            }
+            found.push(m);
+            if shift.is_none() {
+                // What a client holds mixes times (copied rows from one fetch, captured
+                // rows from a later moment), so the rest of a scroll area may have moved by
+                // another amount: search it on its own.
+                queue.extend(
+                    moves::subtract(area, m.dst)
+                        .into_iter()
+                        .filter(|r| r.area() >= MIN_SCROLL_AREA)
+                        .map(|r| (r, None)),
+                );
+            }
+        }
+        if found.is_empty() {
+            return Ok(rects);
+        }
+        let mut rest = rects;
+        for m in &found {
+            if let Some(sh) = self.shadow.as_mut() {
+                sh.copy(m.src, m.dst.x, m.dst.y);
+            }
+            self.pending.push(SourceEvent::CopyRect {
+                src: m.src,
+                dst_x: m.dst.x,
+                dst_y: m.dst.y,
+            });
+            rest = rest
+                .iter()
+                .flat_map(|r| moves::subtract(*r, m.dst))
+                .collect();
+        }
+        debug!(display = %self.display, moves = ?found, "moved areas");
+        Ok(merge_rects(&rest, screen, MAX_DAMAGE_RECTS))
+    }
+
     fn screen_resized(&mut self, width: u32, height: u32) -> Result<(), DisplayError> {
         if (width, height) == (self.width, self.height) || width == 0 || height == 0 {
             return Ok(());
@@ -611,7 +800,9 @@ impl X11Source {
         self.width = width;
         self.height = height;
         self.pending
-            .retain(|e| !matches!(e, SourceEvent::Damage(_)));
+            .retain(|e| !matches!(e, SourceEvent::Damage(_) | SourceEvent::CopyRect { .. }));
+        self.shadow = None;
+        self.move_hints.clear();
         self.pending.push(SourceEvent::Resized { width, height });
         if self.shm.is_some() {
             self.setup_shm()?;
@@ -622,6 +813,41 @@ impl X11Source {
     fn handle_event(&mut self, ev: Event) -> Result<(), DisplayError> {
         match ev {
             Event::DamageNotify(_) => self.damaged = true,
+            Event::CreateNotify(e) if e.parent == self.root => {
+                let g = (
+                    i32::from(e.x),
+                    i32::from(e.y),
+                    u32::from(e.width),
+                    u32::from(e.height),
+                );
+                self.windows.insert(e.window, g);
+            }
+            Event::DestroyNotify(e) if e.event == self.root => {
+                self.windows.remove(&e.window);
+            }
+            Event::ReparentNotify(e) if e.event == self.root && e.parent != self.root => {
+                self.windows.remove(&e.window);
+            }
+            Event::ConfigureNotify(e) if e.event == self.root && e.window != self.root => {
+                let g = (
+                    i32::from(e.x),
+                    i32::from(e.y),
+                    u32::from(e.width),
+                    u32::from(e.height),
+                );
+                if let Some(old) = self.windows.insert(e.window, g) {
+                    let (dx, dy) = (g.0 - old.0, g.1 - old.1);
+                    if (dx, dy) != (0, 0) && (g.2, g.3) == (old.2, old.3) && self.shadow.is_some() {
+                        // Several steps between two fetches add up: keep the latest place
+                        // and the whole shift from the place clients saw.
+                        if let Some(h) = self.move_hints.iter_mut().find(|h| h.0 == e.window) {
+                            *h = (e.window, h.1 + dx, h.2 + dy, g);
+                        } else if self.move_hints.len() < MAX_MOVE_HINTS {
+                            self.move_hints.push((e.window, dx, dy, g));
+                        }
+                    }
+                }
+            }
             Event::XfixesCursorNotify(_) => {
                 self.cursor_retry = 3;
                 self.try_refresh_cursor();
@@ -871,13 +1097,21 @@ impl DisplaySource for X11Source {
     }
 
     fn capture(&mut self, area: Rect, out: &mut Vec<u8>) -> Result<(), DisplayError> {
-        self.grab(area, out)
+        self.grab(area, out)?;
+        // The caller sends these pixels to a client: that is what it shows there now.
+        if let Some(sh) = self.shadow.as_mut() {
+            sh.put(area, out);
+        }
+        Ok(())
     }
 
     fn capture_full(&mut self) -> Result<Frame, DisplayError> {
         let mut data = Vec::new();
         let (width, height) = (self.width, self.height);
         self.grab(Rect::new(0, 0, width, height), &mut data)?;
+        if self.find_moves {
+            self.shadow = Shadow::from_frame(width, height, &data);
+        }
         Ok(Frame {
             width,
             height,

@@ -893,3 +893,218 @@ fn xorg_spiceqxl_capture_and_growing_resize() {
         assert_eq!(f.pixel(w - 1, h - 1), Some(0x445566));
     }
 }
+
+/// A client's picture kept the way the SPICE server keeps one: damage is collected and
+/// captured later (every `flush_every` batches), moves are applied at once.
+struct MirrorClient {
+    width: u32,
+    px: Vec<u8>,
+    dirty: Vec<Rect>,
+    batches: u32,
+    copies: u32,
+    copied_pixels: u64,
+    captured_pixels: u64,
+}
+
+impl MirrorClient {
+    fn new(src: &mut X11Source) -> MirrorClient {
+        let f = src.capture_full().unwrap();
+        MirrorClient {
+            width: f.width,
+            px: f.data,
+            dirty: Vec::new(),
+            batches: 0,
+            copies: 0,
+            copied_pixels: 0,
+            captured_pixels: 0,
+        }
+    }
+
+    fn apply(&mut self, src: &mut X11Source, ev: &[SourceEvent], flush_every: u32) {
+        for e in ev {
+            match e {
+                SourceEvent::Damage(rs) => self.dirty.extend(rs.iter().copied()),
+                SourceEvent::CopyRect {
+                    src: s,
+                    dst_x,
+                    dst_y,
+                } => {
+                    let dst = Rect::new(*dst_x, *dst_y, s.w, s.h);
+                    // As the SPICE server does: pending damage under the source is copied
+                    // along stale, so it is owed at the destination too.
+                    let shifted: Vec<Rect> = self
+                        .dirty
+                        .iter()
+                        .filter_map(|r| r.intersect(s))
+                        .map(|r| Rect::new(r.x - s.x + dst.x, r.y - s.y + dst.y, r.w, r.h))
+                        .collect();
+                    self.dirty.extend(shifted);
+                    let row = s.w as usize * 4;
+                    let moved: Vec<u8> = (s.y..s.bottom())
+                        .flat_map(|y| {
+                            let o = (y as usize * self.width as usize + s.x as usize) * 4;
+                            self.px[o..o + row].to_vec()
+                        })
+                        .collect();
+                    self.put(dst, &moved);
+                    self.copies += 1;
+                    self.copied_pixels += dst.area();
+                }
+                _ => {}
+            }
+        }
+        self.batches += 1;
+        if self.batches.is_multiple_of(flush_every) {
+            self.flush(src);
+        }
+    }
+
+    fn flush(&mut self, src: &mut X11Source) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let (w, h) = src.size();
+        for r in coop_display::merge_rects(&dirty, Rect::new(0, 0, w, h), 32) {
+            let mut out = Vec::new();
+            src.capture(r, &mut out).unwrap();
+            self.put(r, &out);
+            self.captured_pixels += r.area();
+        }
+    }
+
+    fn put(&mut self, r: Rect, data: &[u8]) {
+        let row = r.w as usize * 4;
+        for (i, line) in data.chunks_exact(row).enumerate() {
+            let o = ((r.y as usize + i) * self.width as usize + r.x as usize) * 4;
+            self.px[o..o + row].copy_from_slice(line);
+        }
+    }
+
+    /// Follows the source until `quiet` passes with no event after `busy` ends, then
+    /// checks the picture against the X server's pixels.
+    fn follow_and_check(&mut self, src: &mut X11Source, busy: &mut Proc, flush_every: u32) {
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end && busy.0.try_wait().unwrap().is_none() {
+            let ev = src.next_events(Duration::from_millis(20)).unwrap();
+            self.apply(src, &ev, flush_every);
+        }
+        let mut idle_since = Instant::now();
+        while idle_since.elapsed() < Duration::from_millis(500) && Instant::now() < end {
+            let ev = src.next_events(Duration::from_millis(50)).unwrap();
+            if ev
+                .iter()
+                .any(|e| matches!(e, SourceEvent::Damage(_) | SourceEvent::CopyRect { .. }))
+            {
+                idle_since = Instant::now();
+            }
+            self.apply(src, &ev, 1);
+        }
+        self.flush(src);
+        let truth = src.capture_full().unwrap();
+        let bad = self
+            .px
+            .chunks_exact(4)
+            .zip(truth.data.chunks_exact(4))
+            .position(|(a, b)| a[..3] != b[..3]);
+        if let Some(i) = bad {
+            let (x, y) = (i as u32 % self.width, i as u32 / self.width);
+            panic!("client picture differs from the X server at ({x},{y})");
+        }
+    }
+}
+
+fn scroll_xterm_is_copied_and_exact(flush_every: u32) {
+    let Some(x) = xvfb(640, 480, &["xterm", "xdotool"]) else {
+        return;
+    };
+    let script = "sleep 1; for i in $(seq 1 150); do echo \"line $i of the scroll test $(date +%N)\"; sleep 0.01; done";
+    let mut term = spawn(
+        &x,
+        "xterm",
+        &["-geometry", "80x24+5+5", "-e", "sh", "-c", script],
+    );
+    wait_for_window(&x, "XTerm");
+    let mut src = X11Source::connect(&x.display).unwrap();
+    src.set_find_moves(true);
+    let mut client = MirrorClient::new(&mut src);
+    client.follow_and_check(&mut src, &mut term, flush_every);
+    eprintln!(
+        "scroll: {} copies, {} px copied, {} px captured",
+        client.copies, client.copied_pixels, client.captured_pixels
+    );
+    assert!(client.copies > 10, "too few copies: {}", client.copies);
+    assert!(
+        client.copied_pixels > client.captured_pixels,
+        "scrolling should mostly be copied: {} copied vs {} captured",
+        client.copied_pixels,
+        client.captured_pixels
+    );
+}
+
+#[test]
+fn scroll_xterm_is_copied_and_exact_immediate() {
+    scroll_xterm_is_copied_and_exact(1);
+}
+
+#[test]
+fn scroll_xterm_is_copied_and_exact_with_late_captures() {
+    // Damage waits three batches before capture, as when the link is slow: moves that
+    // touch it must fall back to damage, and the picture must still be exact.
+    scroll_xterm_is_copied_and_exact(3);
+}
+
+#[test]
+fn moved_window_is_copied_and_exact() {
+    let Some(x) = xvfb(640, 480, &["convert", "display", "xdotool"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("photo.png");
+    let out = Command::new("convert")
+        .args(["-size", "200x150", "plasma:fractal"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "convert failed");
+    let _photo = spawn(
+        &x,
+        "display",
+        &["-geometry", "+20+20", img.to_str().unwrap()],
+    );
+    wait_for_window(&x, "Display");
+    std::thread::sleep(Duration::from_millis(500));
+    let id = String::from_utf8(
+        run(
+            &x,
+            "xdotool",
+            &["search", "--onlyvisible", "--class", "Display"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let id = id.lines().next().unwrap().to_string();
+    let mut src = X11Source::connect(&x.display).unwrap();
+    src.set_find_moves(true);
+    let mut client = MirrorClient::new(&mut src);
+    let steps = (1..=30)
+        .map(|i| {
+            format!(
+                "xdotool windowmove {id} {} {}; sleep 0.03",
+                20 + i * 12,
+                20 + i * 8
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut mover = spawn(&x, "sh", &["-c", &steps]);
+    client.follow_and_check(&mut src, &mut mover, 1);
+    eprintln!(
+        "move: {} copies, {} px copied, {} px captured",
+        client.copies, client.copied_pixels, client.captured_pixels
+    );
+    assert!(client.copies > 5, "too few copies: {}", client.copies);
+    assert!(
+        client.copied_pixels > client.captured_pixels,
+        "the move should mostly be copied: {} copied vs {} captured",
+        client.copied_pixels,
+        client.captured_pixels
+    );
+}

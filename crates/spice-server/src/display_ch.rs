@@ -841,7 +841,25 @@ async fn serve_display(
     let mut dirty: Vec<Rect> = Vec::new();
     let mut full = false;
     let mut link_open = true;
+    // Everything emitted before the first frame was captured is older than it.
+    let mut fresh: Vec<Rect> = vec![Rect::new(0, 0, d.width, d.height)];
     loop {
+        // Moves the source reported before a capture we just sent were checked against
+        // the pixels before it: handle the ones already queued knowing that.
+        while !fresh.is_empty() {
+            let e = match events.try_recv() {
+                Ok(e) => Ok(e),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    Err(broadcast::error::RecvError::Closed)
+                }
+                Err(broadcast::error::TryRecvError::Empty) => break,
+            };
+            on_source_event(&mut d, ch, e, &mut dirty, &mut full, &fresh).await?;
+        }
+        fresh.clear();
         let pending = full || !dirty.is_empty() || d.stream_owed;
         let due = last + interval;
         let stream_idle = d.stream.as_ref().map(|s| s.drawn + STREAM_IDLE);
@@ -859,48 +877,13 @@ async fn serve_display(
                     link_open = false;
                 }
             }
-            e = events.recv() => match e {
-                Ok(SourceEvent::Damage(rs)) => {
-                    dirty.extend(rs);
-                    if dirty.len() > 1024 {
-                        dirty = merge_rects(&dirty, Rect::new(0, 0, d.width, d.height), MAX_RECTS);
-                    }
-                }
-                Ok(SourceEvent::CopyRect { src, dst_x, dst_y }) => {
-                    let dst = Rect::new(dst_x, dst_y, src.w, src.h);
-                    let screen = Rect::new(0, 0, d.width, d.height);
-                    let in_stream = d.stream.as_ref().is_some_and(|s| {
-                        s.rect.intersect(&src).is_some() || s.rect.intersect(&dst).is_some()
-                    });
-                    let clean = !full
-                        && !in_stream
-                        && screen.contains(&src)
-                        && screen.contains(&dst)
-                        && !dirty.iter().any(|r| r.intersect(&src).is_some() || r.intersect(&dst).is_some());
-                    if clean {
-                        ch.send_msg(&DisplayServerMsg::CopyBits {
-                            base: base(dst.x, dst.y, dst.w, dst.h),
-                            src_pos: Point { x: src.x as i32, y: src.y as i32 },
-                        })
-                        .await?;
-                    } else {
-                        dirty.push(dst);
-                    }
-                }
-                Ok(SourceEvent::Resized { .. }) => full = true,
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(skipped = n, "display client lagged; full refresh");
-                    full = true;
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    return Err(ServerError::Protocol("display source stopped".into()));
-                }
-            },
+            e = events.recv() => on_source_event(&mut d, ch, e, &mut dirty, &mut full, &[]).await?,
             _ = tokio::time::sleep_until(stream_idle.unwrap_or(due)), if stream_idle.is_some() => {
+                let area = d.stream.as_ref().map(|s| s.rect);
                 if !d.end_stream(shared, ch).await? {
                     full = true;
                 }
+                fresh.extend(area);
             }
             _ = tokio::time::sleep_until(due), if pending => {
                 last = Instant::now();
@@ -914,15 +897,88 @@ async fn serve_display(
                     dirty.clear();
                     full = false;
                     d.full(shared, ch, recreate).await?;
+                    fresh.push(Rect::new(0, 0, d.width, d.height));
                 } else {
                     let list = std::mem::take(&mut dirty);
+                    // What update captures: the merged rectangles and any video's area.
+                    let screen = Rect::new(0, 0, d.width, d.height);
+                    fresh.extend(merge_rects(&list, screen, MAX_RECTS));
+                    fresh.extend(d.stream.as_ref().map(|s| s.rect));
                     if !d.update(shared, ch, &list).await? {
                         full = true;
                     }
+                    fresh.extend(d.stream.as_ref().map(|s| s.rect));
                 }
             }
         }
     }
+}
+
+/// Takes one source event into the channel's state. `fresh`: areas captured and sent
+/// after the event was emitted, so a move touching them would copy newer pixels than the
+/// source checked; such a move is redrawn as damage instead.
+async fn on_source_event(
+    d: &mut Display,
+    ch: &Channel,
+    e: Result<SourceEvent, broadcast::error::RecvError>,
+    dirty: &mut Vec<Rect>,
+    full: &mut bool,
+    fresh: &[Rect],
+) -> Result<(), ServerError> {
+    match e {
+        Ok(SourceEvent::Damage(rs)) => {
+            dirty.extend(rs);
+            if dirty.len() > 1024 {
+                *dirty = merge_rects(dirty, Rect::new(0, 0, d.width, d.height), MAX_RECTS);
+            }
+        }
+        Ok(SourceEvent::CopyRect { src, dst_x, dst_y }) => {
+            let dst = Rect::new(dst_x, dst_y, src.w, src.h);
+            let screen = Rect::new(0, 0, d.width, d.height);
+            let in_stream = d.stream.as_ref().is_some_and(|s| {
+                s.rect.intersect(&src).is_some() || s.rect.intersect(&dst).is_some()
+            });
+            // A move racing a capture we sent copies newer pixels than the source checked.
+            let clean = !*full
+                && !in_stream
+                && screen.contains(&src)
+                && screen.contains(&dst)
+                && !fresh
+                    .iter()
+                    .any(|r| r.intersect(&src).is_some() || r.intersect(&dst).is_some());
+            if clean {
+                ch.send_msg(&DisplayServerMsg::CopyBits {
+                    base: base(dst.x, dst.y, dst.w, dst.h),
+                    src_pos: Point {
+                        x: src.x as i32,
+                        y: src.y as i32,
+                    },
+                })
+                .await?;
+                // Pending damage under the source still holds old pixels on the client,
+                // now copied along: it is owed at the destination too. (Damage under the
+                // destination stays owed as it is.)
+                let moved: Vec<Rect> = dirty
+                    .iter()
+                    .filter_map(|r| r.intersect(&src))
+                    .map(|r| Rect::new(r.x - src.x + dst.x, r.y - src.y + dst.y, r.w, r.h))
+                    .collect();
+                dirty.extend(moved);
+            } else {
+                dirty.push(dst);
+            }
+        }
+        Ok(SourceEvent::Resized { .. }) => *full = true,
+        Ok(_) => {}
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            tracing::debug!(skipped = n, "display client lagged; full refresh");
+            *full = true;
+        }
+        Err(broadcast::error::RecvError::Closed) => {
+            return Err(ServerError::Protocol("display source stopped".into()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
