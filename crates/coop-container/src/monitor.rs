@@ -467,12 +467,15 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         return Err(e);
     }
     tracing::debug!(elapsed = ?t0.elapsed(), "cloned + cgroup joined + net");
-    sync_w
-        .write_all(b"G")
-        .map_err(Error::io("cannot release the container's init"))?;
+    // Init makes its mounts meanwhile and may already have failed (and closed the pipe):
+    // then its own message says why, not our failed write.
+    let released = sync_w.write_all(b"G");
     drop(sync_w);
     let mut msg = String::new();
     let _ = File::from(err_r).read_to_string(&mut msg);
+    if msg.is_empty() {
+        released.map_err(Error::io("cannot release the container's init"))?;
+    }
     if !msg.is_empty() {
         return Err(Error::Msg(format!("container {name}: {msg}")));
     }

@@ -32,8 +32,10 @@ use proto::Request;
 
 /// How long a console client may block the relay before it is dropped.
 const CLIENT_IO_TIMEOUT: Duration = Duration::from_millis(200);
-/// Quiet time after which the monitor hands its touched pages back (see [`shed`]).
-const IDLE_SHED_MS: i32 = 1000;
+/// Quiet time after which the monitor hands its touched pages back (see [`shed`]):
+/// short, since a shed costs well under a millisecond and an idle monitor may sit for
+/// days; a burst of console traffic pays a few page faults on the next one.
+const IDLE_SHED_MS: i32 = 250;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
