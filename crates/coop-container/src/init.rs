@@ -76,8 +76,10 @@ fn setup_and_exec(spec: &ChildSpec, sync: OwnedFd) -> Result<Never, String> {
     // Without a user namespace the mounts need nothing from the monitor, so they are
     // made while it moves us into the cgroup and plugs in the network (two cores: the
     // start waits for the longer of the two, not their sum). In a user namespace they
-    // need the id maps first.
-    let early = !spec.userns;
+    // need the id maps first. A coLinux kernel keeps the old order: with early mounts its
+    // console login failed intermittently (the guest stopped answering after the
+    // password; the cause is not understood yet).
+    let early = !spec.userns && spec.agent_fd.is_none();
     if early {
         if spec.loopback_up {
             loopback_up()?;

@@ -12,8 +12,8 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::state::RunState;
 use crate::{Error, Result, Store};
 
-/// Start NAME detached. The monitor is a fork of this process when it is
-/// single-threaded (the CLI), else `exe` (the coop binary) re-executed as
+/// Start NAME detached. The monitor of a plain container is a fork of this process when
+/// it is single-threaded (the CLI), else `exe` (the coop binary) re-executed as
 /// `coop __monitor`, so the monitor never inherits another thread's locks. Forking saves
 /// loading the whole binary a second time; the monitor's long-lived part is a fresh
 /// program anyway (crates/coop-monitor, see monitor.rs).
@@ -23,7 +23,7 @@ pub fn start(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> Resu
     if RunState::load(store, name)?.is_some() {
         return Err(Error::Running(name.to_string()));
     }
-    let (out, pid) = if single_threaded() {
+    let (out, pid) = if single_threaded() && plain_container(store, name, spice) {
         fork_monitor(store, name, spice)?
     } else {
         exec_monitor(store, name, exe, spice)?
@@ -97,6 +97,15 @@ fn exec_monitor(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> R
         File::from(std::os::fd::OwnedFd::from(out)),
         Pid::from_raw(child.id() as i32),
     ))
+}
+
+/// A container whose monitor hands over to the small coop-monitor: no display, not a
+/// coLinux instance. Only those get a forked monitor; the others keep their full monitor
+/// for life, and a freshly exec'd one as before.
+fn plain_container(store: &Store, name: &str, spice: Option<&str>) -> bool {
+    spice.is_none()
+        && coop_config::Config::load(&store.config_path(name))
+            .is_ok_and(|c| c.kind.as_deref() != Some("colinux") && c.display_spice.is_none())
 }
 
 /// Whether this process runs one thread (field 20 of /proc/self/stat).
