@@ -143,26 +143,38 @@ pub fn attach(store: &Store, name: &str, opts: &AttachOptions) -> Result<i32> {
         None
     };
 
+    // Joining the PID namespace here changes only where our children are born, so the
+    // one child below is the command itself, already inside the container's PID
+    // namespace: no intermediate process to fork, move into the cgroup and wait for.
+    let mut child_ns = Vec::with_capacity(ns.len());
+    for (fd, flag, n) in ns {
+        if flag == CloneFlags::CLONE_NEWPID {
+            setns(fd.as_fd(), flag).map_err(|e| {
+                Error::Msg(format!(
+                    "container {name}: cannot join the pid namespace: {e}"
+                ))
+            })?;
+        } else {
+            child_ns.push((fd, flag, n));
+        }
+    }
     // SAFETY: the CLI is single-threaded here; the child only makes syscalls, then
-    // forks once more and execs or exits.
+    // execs or exits.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
             let slave = pty.map(|p| {
                 drop(p.master);
                 p.slave
             });
-            let code = match enter_and_run(&spec.cgroup_dirs, &ns, slave, &argv, &envp, &drop_caps)
-            {
-                Ok(code) => code,
-                Err(msg) => {
-                    eprintln!("coop attach {name}: {msg}");
-                    126
-                }
+            let err = match enter(&spec.cgroup_dirs, &child_ns) {
+                Ok(()) => exec_command(slave, &argv, &envp, &drop_caps),
+                Err(msg) => msg,
             };
-            std::process::exit(code);
+            eprintln!("coop attach {name}: {err}");
+            std::process::exit(if err.contains("not found") { 127 } else { 126 });
         }
         ForkResult::Parent { child } => {
-            drop(ns);
+            drop(child_ns);
             let code = match pty {
                 Some(p) => {
                     drop(p.slave);
@@ -188,37 +200,23 @@ fn wait_code(child: nix::unistd::Pid) -> i32 {
     }
 }
 
-/// In the first child: join the cgroup and namespaces, then fork so the command is
-/// born inside the PID namespace (setns on a PID namespace only affects children).
-fn enter_and_run(
+/// In the child (already in the container's PID namespace): join the cgroup, then the
+/// other namespaces, user first, mount last.
+fn enter(
     cgroup_dirs: &[std::path::PathBuf],
     ns: &[(OwnedFd, CloneFlags, &str)],
-    slave: Option<OwnedFd>,
-    argv: &[CString],
-    envp: &[CString],
-    drop_caps: &[caps::Capability],
-) -> std::result::Result<i32, String> {
-    let me = std::process::id().to_string();
+) -> std::result::Result<(), String> {
     for d in cgroup_dirs {
         let f = d.join("cgroup.procs");
-        std::fs::write(&f, &me)
+        // "0" is the writer itself; our pid as the host sees it is not ours to print
+        // from inside the container's PID namespace.
+        std::fs::write(&f, "0")
             .map_err(|e| format!("cannot join the cgroup {}: {e}", f.display()))?;
     }
     for (fd, flag, n) in ns {
         setns(fd.as_fd(), *flag).map_err(|e| format!("cannot join the {n} namespace: {e}"))?;
     }
-    // SAFETY: single-threaded child; the grandchild only execs or exits.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => {
-            let err = exec_command(slave, argv, envp, drop_caps);
-            eprintln!("{err}");
-            std::process::exit(if err.contains("not found") { 127 } else { 126 });
-        }
-        ForkResult::Parent { child } => {
-            drop(slave);
-            Ok(wait_code(child))
-        }
-    }
+    Ok(())
 }
 
 fn exec_command(

@@ -73,6 +73,19 @@ pub(crate) fn run(spec: &ChildSpec, sync: OwnedFd, err: OwnedFd) -> isize {
 enum Never {}
 
 fn setup_and_exec(spec: &ChildSpec, sync: OwnedFd) -> Result<Never, String> {
+    // Without a user namespace the mounts need nothing from the monitor, so they are
+    // made while it moves us into the cgroup and plugs in the network (two cores: the
+    // start waits for the longer of the two, not their sum). In a user namespace they
+    // need the id maps first. A coLinux kernel keeps the old order: with early mounts its
+    // console login failed intermittently (the guest stopped answering after the
+    // password; the cause is not understood yet).
+    let early = !spec.userns && spec.agent_fd.is_none();
+    if early {
+        if spec.loopback_up {
+            loopback_up()?;
+        }
+        prepare_rootfs(spec)?;
+    }
     // Wait for the monitor: cgroup joined, id maps written, network plugged in.
     let mut go = [0u8; 1];
     let mut f = fs::File::from(sync);
@@ -92,10 +105,13 @@ fn setup_and_exec(spec: &ChildSpec, sync: OwnedFd) -> Result<Never, String> {
     unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("cannot create the cgroup namespace: {e}"))?;
 
-    if spec.loopback_up {
-        loopback_up()?;
+    if !early {
+        if spec.loopback_up {
+            loopback_up()?;
+        }
+        prepare_rootfs(spec)?;
     }
-    setup_rootfs(spec)?;
+    finish_rootfs(spec)?;
     sethostname(&spec.hostname).map_err(|e| format!("cannot set the host name: {e}"))?;
     setup_console()?;
     if spec.agent_fd.is_some() {
@@ -156,7 +172,8 @@ fn m(
     })
 }
 
-fn setup_rootfs(spec: &ChildSpec) -> Result<(), String> {
+/// The container's tree up to its cgroup mounts: /proc, /sys, /dev, the console.
+fn prepare_rootfs(spec: &ChildSpec) -> Result<(), String> {
     let root = &spec.rootfs;
     // Nothing we mount may propagate back to the host.
     m(
@@ -212,9 +229,6 @@ fn setup_rootfs(spec: &ChildSpec) -> Result<(), String> {
         if mode == SysMode::Mixed {
             bind_readonly(&s)?;
         }
-        if spec.cgroup != CgroupMode::None {
-            mount_cgroups(spec, &s.join("fs/cgroup"))?;
-        }
     }
 
     if spec.autodev {
@@ -232,6 +246,16 @@ fn setup_rootfs(spec: &ChildSpec) -> Result<(), String> {
         }
     }
 
+    Ok(())
+}
+
+/// After the cgroup namespace exists: the cgroup mounts (which show it), the config's
+/// mount entries, then the pivot into the new root.
+fn finish_rootfs(spec: &ChildSpec) -> Result<(), String> {
+    let root = &spec.rootfs;
+    if spec.sys.is_some() && spec.cgroup != CgroupMode::None {
+        mount_cgroups(spec, &root.join("sys/fs/cgroup"))?;
+    }
     for e in &spec.mounts {
         if let Err(err) = mount_entry(root, e) {
             if e.has_option("optional") {

@@ -84,9 +84,169 @@ pub fn main(store: &Store, name: &str, spice: Option<String>) -> i32 {
     let _ = writeln!(ready, "OK {}", mon.init);
     drop(ready);
     redirect_output(&store.run_dir(name).join("monitor.log"));
+    if let Some(exe) = small_monitor(&mon) {
+        // Returns only when the exec failed; this process then stays the monitor.
+        let e = hand_over(&mon, &exe);
+        tracing::warn!("cannot run {}: {e}; the full monitor stays", exe.display());
+    }
     shed_startup_pages();
     mon.run();
     0
+}
+
+/// The small steady-state monitor (crates/coop-monitor) this container can use, if any:
+/// `$COOP_MONITOR` (empty: none), else `coop-monitor` beside this binary. GUI containers
+/// and coLinux instances keep the full monitor, which also serves their display and
+/// guest agent.
+fn small_monitor(mon: &Monitor) -> Option<PathBuf> {
+    if mon.gui.is_some() || mon.agent.is_some() {
+        return None;
+    }
+    let exe = match std::env::var_os("COOP_MONITOR") {
+        Some(p) if p.is_empty() => return None,
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe().ok()?.with_file_name("coop-monitor"),
+    };
+    exe.is_file().then_some(exe)
+}
+
+/// Exec `coop-monitor` in this process, handing it init (still our child), the socket,
+/// the ptys and the console log. Ends the handover with the steady state in a process
+/// that maps a fraction of this one's memory; see crates/coop-monitor. Returns the error
+/// when the exec fails (everything is then as before).
+fn hand_over(mon: &Monitor, exe: &Path) -> std::io::Error {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let coop = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let mut args: Vec<String> = vec![
+        "coop-monitor".into(),
+        "__monitor".into(),
+        "--init".into(),
+        mon.init.to_string(),
+        "--coop".into(),
+        coop.display().to_string(),
+        "--lib".into(),
+        mon.store.lib.display().to_string(),
+        "--run".into(),
+        mon.store.run.display().to_string(),
+    ];
+    let mut inherit: Vec<i32> = Vec::new();
+    if let Some(l) = &mon.listener {
+        args.extend(["--listen".into(), l.as_raw_fd().to_string()]);
+        inherit.push(l.as_raw_fd());
+    }
+    if let Some(l) = &mon.log {
+        args.extend(["--log".into(), l.as_raw_fd().to_string()]);
+        inherit.push(l.as_raw_fd());
+    }
+    for (m, s) in mon.masters.iter().zip(&mon._slaves) {
+        args.extend([
+            "--tty".into(),
+            format!("{},{}", m.as_raw_fd(), s.as_raw_fd()),
+        ]);
+        inherit.extend([m.as_raw_fd(), s.as_raw_fd()]);
+    }
+    if let Some((file, value)) = thaw_file(&mon.cgroup) {
+        args.extend(["--thaw".into(), format!("{}={value}", file.display())]);
+    }
+    args.push(mon.name.clone());
+    let (Ok(path), Ok(argv)) = (
+        CString::new(exe.as_os_str().as_encoded_bytes()),
+        args.into_iter()
+            .map(CString::new)
+            .collect::<std::result::Result<Vec<_>, _>>(),
+    ) else {
+        return std::io::Error::other("NUL byte in a path");
+    };
+    for fd in &inherit {
+        let _ = nix::fcntl::fcntl(
+            *fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+    }
+    // The new program reads these through a signalfd; blocked across exec, none that
+    // arrives in between is lost (our handlers do not survive the exec).
+    let mut block = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        block.add(s);
+    }
+    let mut old = SigSet::empty();
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old));
+    let err = nix::unistd::execv(&path, &argv).unwrap_err();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    for fd in &inherit {
+        init::set_cloexec(fd);
+    }
+    std::io::Error::from(err)
+}
+
+/// The file and value that thaw the container's cgroup: a SIGKILL reaches a frozen init
+/// only once thawed.
+fn thaw_file(cg: &Cgroup) -> Option<(PathBuf, &'static str)> {
+    if cg.hierarchy().v1_mount("freezer").is_some() {
+        Some((cg.path("freezer")?.join("freezer.state"), "THAWED"))
+    } else {
+        Some((cg.unified_path()?.join("cgroup.freeze"), "0"))
+    }
+}
+
+/// `coop __monitor --teardown EXIT`: run by coop-monitor once init is gone, in the
+/// monitor's process (same pid): remove what start built, as the full monitor's
+/// `finish` does, then answer the stops waiting on `waiters` (inherited descriptors).
+pub fn teardown(store: &Store, name: &str, exit: &str, waiters: &[i32]) -> i32 {
+    let waiters: Vec<UnixStream> = waiters
+        .iter()
+        .filter(|fd| **fd > 2 && nix::fcntl::fcntl(**fd, nix::fcntl::FcntlArg::F_GETFD).is_ok())
+        .map(|fd| {
+            init::set_cloexec(fd);
+            // SAFETY: coop-monitor passed us this open descriptor (checked above) and
+            // nothing else in this process owns it.
+            UnixStream::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) })
+        })
+        .collect();
+    let mut code = 0;
+    match RunState::load(store, name) {
+        Ok(Some(st)) => {
+            let cg = Hierarchy::detect().map(|h| Cgroup::new(&h, &st.cgroup));
+            if let Err(e) = cg.map_err(Error::from).and_then(|c| Ok(c.destroy()?)) {
+                tracing::error!("cannot remove cgroup: {e}");
+                code = 1;
+            }
+            // Reap whatever the cgroup kill left as our zombies.
+            while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                if st == WaitStatus::StillAlive {
+                    break;
+                }
+            }
+            if let Some(net) = st.net {
+                let res = serde_json::from_value::<coop_net::Attached>(net)
+                    .map_err(|e| Error::Msg(format!("network record of {name}: {e}")))
+                    .and_then(|a| Ok(coop_net::teardown(&store.net()?, &a)?));
+                if let Err(e) = res {
+                    tracing::error!("network teardown: {e}");
+                    code = 1;
+                }
+            }
+        }
+        Ok(None) => tracing::error!("{name}: no state file; nothing to tear down"),
+        Err(e) => {
+            tracing::error!("{e}");
+            code = 1;
+        }
+    }
+    cleanup_files(store, name);
+    let msg = format!("{{\"ok\":true,\"exit\":{}}}\n", serde_json::json!(exit));
+    for mut w in waiters {
+        let _ = w.write_all(msg.as_bytes());
+    }
+    code
 }
 
 /// Resources start made; dropping a `Monitor` removes all of them, which is how a failed
@@ -335,12 +495,15 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         )?);
     }
     tracing::debug!(elapsed = ?t0.elapsed(), "cloned + cgroup joined + net");
-    sync_w
-        .write_all(b"G")
-        .map_err(Error::io("cannot release the container's init"))?;
+    // Init makes its mounts meanwhile and may already have failed (and closed the pipe):
+    // then its own message says why, not our failed write.
+    let released = sync_w.write_all(b"G");
     drop(sync_w);
     let mut msg = String::new();
     let _ = File::from(err_r).read_to_string(&mut msg);
+    if msg.is_empty() {
+        released.map_err(Error::io("cannot release the container's init"))?;
+    }
     if !msg.is_empty() {
         return Err(Error::Msg(format!("container {name}: {msg}")));
     }
@@ -1090,12 +1253,16 @@ impl Monitor {
     }
 
     fn cleanup_files(&self) {
-        let _ = fs::remove_file(self.store.socket_path(&self.name));
-        let _ = fs::remove_file(self.store.state_path(&self.name));
-        let _ = fs::remove_file(self.store.run_dir(&self.name).join("monitor.log"));
-        let _ = fs::remove_dir_all(self.store.run_dir(&self.name).join("uml"));
-        let _ = fs::remove_dir(self.store.run_dir(&self.name));
+        cleanup_files(&self.store, &self.name);
     }
+}
+
+fn cleanup_files(store: &Store, name: &str) {
+    let _ = fs::remove_file(store.socket_path(name));
+    let _ = fs::remove_file(store.state_path(name));
+    let _ = fs::remove_file(store.run_dir(name).join("monitor.log"));
+    let _ = fs::remove_dir_all(store.run_dir(name).join("uml"));
+    let _ = fs::remove_dir(store.run_dir(name));
 }
 
 impl Drop for Monitor {

@@ -1,20 +1,78 @@
 //! `coop start`: launch a container's monitor and wait until its init runs.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::state::RunState;
 use crate::{Error, Result, Store};
 
-/// Start NAME detached. `exe` is the coop binary, re-executed as `coop __monitor`, so the
-/// monitor is a fresh single-threaded process rather than a fork of the CLI.
+/// Start NAME detached. The monitor of a plain container is a fork of this process when
+/// it is single-threaded (the CLI), else `exe` (the coop binary) re-executed as
+/// `coop __monitor`, so the monitor never inherits another thread's locks. Forking saves
+/// loading the whole binary a second time; the monitor's long-lived part is a fresh
+/// program anyway (crates/coop-monitor, see monitor.rs).
 pub fn start(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> Result<RunState> {
     store.require(name)?;
     let _lock = store.lock(name)?;
     if RunState::load(store, name)?.is_some() {
         return Err(Error::Running(name.to_string()));
     }
+    let (out, pid) = if single_threaded() && plain_container(store, name, spice) {
+        fork_monitor(store, name, spice)?
+    } else {
+        exec_monitor(store, name, exe, spice)?
+    };
+    let mut line = String::new();
+    let _ = BufReader::new(out).read_line(&mut line);
+    let line = line.trim_end();
+    if let Some(msg) = line.strip_prefix("ERR ") {
+        let _ = waitpid(pid, None);
+        return Err(Error::Msg(format!("cannot start {name}: {msg}")));
+    }
+    if !line.starts_with("OK ") {
+        let status = waitpid(pid, None).ok();
+        return Err(Error::Msg(format!(
+            "cannot start {name}: the monitor ended without a word ({status:?})"
+        )));
+    }
+    // The monitor lives on as a daemon; we never wait for it.
+    RunState::load(store, name)?
+        .ok_or_else(|| Error::Msg(format!("container {name} stopped right after starting")))
+}
+
+/// The read end of the monitor's start pipe (its stdout) and its pid.
+fn fork_monitor(store: &Store, name: &str, spice: Option<&str>) -> Result<(File, Pid)> {
+    let (r, w) = nix::unistd::pipe().map_err(Error::sys("pipe"))?;
+    crate::init::set_cloexec(&r);
+    let null = File::open("/dev/null").map_err(Error::io("cannot open /dev/null"))?;
+    // SAFETY: the caller checked that this process has one thread, so the child cannot
+    // inherit a lock another thread holds; it runs the monitor and leaves with _exit.
+    match unsafe { fork() }.map_err(Error::sys("cannot fork the monitor"))? {
+        ForkResult::Child => {
+            // The same stdio an exec'd monitor gets: the start pipe as stdout, no stdin.
+            let ok = nix::unistd::dup2(w.as_raw_fd(), 1).is_ok()
+                && nix::unistd::dup2(null.as_raw_fd(), 0).is_ok();
+            drop((r, w, null));
+            let code = if ok {
+                crate::monitor::main(store, name, spice.map(str::to_string))
+            } else {
+                1
+            };
+            // SAFETY: _exit ends the child without running the CLI's exit path (atexit
+            // handlers, buffered output that belongs to the parent).
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => Ok((File::from(r), child)),
+    }
+}
+
+fn exec_monitor(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> Result<(File, Pid)> {
     let mut cmd = Command::new(exe);
     cmd.arg("__monitor");
     if let Some(addr) = spice {
@@ -35,21 +93,42 @@ pub fn start(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> Resu
             exe.display()
         )))?;
     let out = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    let _ = BufReader::new(out).read_line(&mut line);
-    let line = line.trim_end();
-    if let Some(msg) = line.strip_prefix("ERR ") {
-        let _ = child.wait();
-        return Err(Error::Msg(format!("cannot start {name}: {msg}")));
+    Ok((
+        File::from(std::os::fd::OwnedFd::from(out)),
+        Pid::from_raw(child.id() as i32),
+    ))
+}
+
+/// A container whose monitor hands over to the small coop-monitor: no display, not a
+/// coLinux instance. Only those get a forked monitor; the others keep their full monitor
+/// for life, and a freshly exec'd one as before.
+fn plain_container(store: &Store, name: &str, spice: Option<&str>) -> bool {
+    spice.is_none()
+        && coop_config::Config::load(&store.config_path(name))
+            .is_ok_and(|c| c.kind.as_deref() != Some("colinux") && c.display_spice.is_none())
+}
+
+/// Whether this process runs one thread (field 20 of /proc/self/stat).
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(17).map(|n| n == "1"))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_threads() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        assert!(!single_threaded());
+        drop(tx);
+        let _ = t.join();
     }
-    if !line.starts_with("OK ") {
-        let status = child.wait().ok();
-        return Err(Error::Msg(format!(
-            "cannot start {name}: the monitor ended without a word ({status:?})"
-        )));
-    }
-    // The monitor lives on as a daemon; we never wait for it.
-    std::mem::forget(child);
-    RunState::load(store, name)?
-        .ok_or_else(|| Error::Msg(format!("container {name} stopped right after starting")))
 }

@@ -12,6 +12,12 @@ pub struct Args {
     /// Serve a display for the container over SPICE at HOST:PORT.
     #[arg(long)]
     spice: Option<String>,
+    /// Run by coop-monitor once init has ended (how, in words): tear the container down.
+    #[arg(long, value_name = "EXIT")]
+    teardown: Option<String>,
+    /// With --teardown: an inherited socket waiting for the stop's answer (repeatable).
+    #[arg(long = "waiter", value_name = "FD", requires = "teardown")]
+    waiters: Vec<i32>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -20,5 +26,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         run: a.run,
         cache: PathBuf::new(),
     };
-    Ok(coop_container::monitor::main(&store, &a.name, a.spice) as u8)
+    let code = match &a.teardown {
+        Some(exit) => coop_container::monitor::teardown(&store, &a.name, exit, &a.waiters),
+        None => coop_container::monitor::main(&store, &a.name, a.spice),
+    };
+    Ok(code as u8)
 }
