@@ -557,6 +557,14 @@ const MAX_PIXEL_OFS: usize = (1 << 25) - 1;
 const MAX_IMAGE_DIST: u64 = (1 << 24) - 1;
 /// How many recent same-size images are tried at the same pixel position.
 const SAME_SIZE_CANDIDATES: usize = 8;
+/// While no match turns up, the costly search runs every
+/// `1 + min(literal run >> SKIP_SHIFT, MAX_SKIP)` pixels.
+const SKIP_SHIFT: u32 = 4;
+const MAX_SKIP: usize = 32;
+/// From this many literal pixels on, the hash chain is walked only
+/// `SHALLOW_CHAIN` deep: its entries are likely misses far in the history.
+const DEEP_RUN: usize = 16;
+const SHALLOW_CHAIN: usize = 4;
 
 struct HistImage {
     id: u64,
@@ -636,6 +644,30 @@ fn hash3(k: &[u32], i: usize) -> usize {
 #[inline]
 fn common_len(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The longest match found so far at one position.
+#[derive(Default)]
+struct Best {
+    len: usize,
+    r: Option<Ref>,
+}
+
+impl Best {
+    /// Considers the source `src` for the pixels `cur`.
+    #[inline]
+    fn offer(&mut self, src: &[u32], cur: &[u32], r: Ref) {
+        let l = self.len;
+        // Only a longer match matters, and it must agree at `l`: one
+        // compare rejects most candidates.
+        if l > 0 && (l >= src.len() || l >= cur.len() || src[l] != cur[l]) {
+            return;
+        }
+        let m = common_len(src, cur);
+        if m > l {
+            *self = Best { len: m, r: Some(r) };
+        }
+    }
 }
 
 /// Where a match points.
@@ -801,8 +833,22 @@ impl Encoder {
         Ok((out, id))
     }
 
+    /// Keys of pass `pass` of the image `dist` images before `id`, if held.
+    fn hist_keys(history: &VecDeque<HistImage>, id: u64, dist: u64, pass: Pass) -> Option<&[u32]> {
+        let front = history.front()?.id;
+        let k = id.checked_sub(dist)?.checked_sub(front)?;
+        history.get(usize::try_from(k).ok()?)?.keys(pass)
+    }
+
     /// Codes one pass: colour (bias 0, 3-byte literals) or alpha (bias 2,
     /// 1-byte literals), searching the current image and the dictionary.
+    ///
+    /// Cost control: the cheap candidates (previous pixel, row above, the
+    /// last match's source) are tried at every pixel; the costly ones (same
+    /// position in recent same-size images, the hash chain, whose entries are
+    /// scattered over megapixels of history) only every `step` pixels, with
+    /// `step` growing while no match turns up (noise, photos). A match found
+    /// after a skip is extended backwards over the pixels skipped.
     fn encode_pass(
         &mut self,
         pass: Pass,
@@ -824,10 +870,11 @@ impl Encoder {
         };
         // "The same pixel in a recent image of this size": the commonest
         // redundancy between screen updates (including toggling states).
-        let same_size: Vec<&HistImage> = history
+        let same_size: Vec<(u64, &[u32])> = history
             .iter()
             .rev()
-            .filter(|h| h.width == width && h.color.len() == n && h.keys(pass).is_some())
+            .filter(|h| h.width == width && h.color.len() == n && id - h.id <= MAX_IMAGE_DIST)
+            .filter_map(|h| Some((id - h.id, h.keys(pass)?)))
             .take(SAME_SIZE_CANDIDATES)
             .collect();
         let flush = |out: &mut Vec<u8>, from: usize, to: usize| {
@@ -848,100 +895,136 @@ impl Encoder {
         };
         let mut lit_start = 0usize;
         let mut i = 0usize;
+        // First position where the costly search runs again.
+        let mut next_search = 0usize;
         // The last match, as (reference, position it started at): after a
         // few differing pixels the same source often continues.
         let mut last: Option<(Ref, usize)> = None;
         while i < n {
-            let max = n - i;
-            let mut best: (usize, Option<Ref>) = (0, None);
-            let try_same = |d: usize, best: &mut (usize, Option<Ref>)| {
+            let cur = &keys[i..];
+            let max = cur.len();
+            let mut best = Best::default();
+            let try_same = |d: usize, best: &mut Best| {
                 if d == 0 || d > i || d - 1 > MAX_PIXEL_OFS {
                     return;
                 }
-                let l = common_len(&keys[i - d..i - d + max], &keys[i..]);
-                if l > best.0 {
-                    *best = (l, Some(Ref::Same(d)));
-                }
-            };
-            let try_other = |h: &HistImage, off: usize, best: &mut (usize, Option<Ref>)| {
-                let Some(hk) = h.keys(pass) else { return };
-                if off >= hk.len() || off > MAX_PIXEL_OFS || id - h.id > MAX_IMAGE_DIST {
-                    return;
-                }
-                let l = common_len(&hk[off..], &keys[i..]);
-                if l > best.0 {
-                    *best = (l, Some(Ref::Other(id - h.id, off)));
-                }
+                best.offer(&keys[i - d..i - d + max], cur, Ref::Same(d));
             };
             try_same(1, &mut best);
-            if best.0 < max {
+            if best.len < max {
                 try_same(width as usize, &mut best);
             }
             match last {
-                Some((Ref::Same(d), _)) if best.0 < max => try_same(d, &mut best),
-                Some((Ref::Other(dist, off), start)) if best.0 < max => {
-                    let front = history.front().map_or(0, |h| h.id);
-                    if let Some(h) = id
-                        .checked_sub(dist)
-                        .and_then(|rid| rid.checked_sub(front))
-                        .and_then(|k| history.get(k as usize))
-                    {
-                        try_other(h, off + (i - start), &mut best);
+                Some((Ref::Same(d), _)) if best.len < max => try_same(d, &mut best),
+                Some((Ref::Other(dist, off), start)) if best.len < max => {
+                    let off = off + (i - start);
+                    if let Some(hk) = Self::hist_keys(history, id, dist, pass) {
+                        if off < hk.len() && off <= MAX_PIXEL_OFS {
+                            best.offer(&hk[off..], cur, Ref::Other(dist, off));
+                        }
                     }
                 }
                 _ => {}
             }
-            for h in &same_size {
-                if best.0 >= max {
-                    break;
+            // A pixel already matched by a cheap candidate hints at structure
+            // (the edge of a photo, text): search fully there.
+            let full = i >= next_search || best.len > 0;
+            if full {
+                for &(dist, hk) in &same_size {
+                    if best.len >= max {
+                        break;
+                    }
+                    if i <= MAX_PIXEL_OFS {
+                        best.offer(&hk[i..], cur, Ref::Other(dist, i));
+                    }
                 }
-                try_other(h, i, &mut best);
             }
-            if best.0 < max && i + 2 < n {
-                let cur = base + i as u64;
+            if full && best.len < max && i + 2 < n {
+                let run = i - lit_start;
+                let depth = if run >= DEEP_RUN {
+                    SHALLOW_CHAIN
+                } else {
+                    MAX_CHAIN
+                };
+                let cur_g = base + i as u64;
                 let mut g32 = chains.head[hash3(keys, i)];
                 let mut steps = 0;
                 let mut last_dist = 0u64;
-                while g32 != NONE && steps < MAX_CHAIN {
-                    let dist = u64::from((cur as u32).wrapping_sub(g32));
-                    if dist == 0 || dist >= RING || dist <= last_dist || dist > cur {
+                while g32 != NONE && steps < depth {
+                    let dist = u64::from((cur_g as u32).wrapping_sub(g32));
+                    if dist == 0 || dist >= RING || dist <= last_dist || dist > cur_g {
                         break;
                     }
                     last_dist = dist;
-                    let g = cur - dist;
+                    let g = cur_g - dist;
                     if g >= base {
-                        try_same((cur - g) as usize, &mut best);
+                        try_same((cur_g - g) as usize, &mut best);
                     } else if let Some(h) = Self::locate(history, g) {
-                        try_other(h, (g - h.base) as usize, &mut best);
+                        let off = (g - h.base) as usize;
+                        let idist = id - h.id;
+                        if off <= MAX_PIXEL_OFS && idist <= MAX_IMAGE_DIST {
+                            if let Some(hk) = h.keys(pass) {
+                                best.offer(&hk[off..], cur, Ref::Other(idist, off));
+                            }
+                        }
                     }
-                    if best.0 >= max {
+                    if best.len >= max {
                         break;
                     }
                     g32 = chains.ring[(g & (RING - 1)) as usize];
                     steps += 1;
                 }
             }
-            let accept = match best.1 {
-                Some(r) => {
-                    best.0
-                        >= if token_cost(r) <= 3 {
-                            min_short
-                        } else {
-                            min_long
-                        }
+            let accepted = best.r.filter(|&r| {
+                best.len
+                    >= if token_cost(r) <= 3 {
+                        min_short
+                    } else {
+                        min_long
+                    }
+            });
+            let Some(r) = accepted else {
+                chains.insert(keys, i, base + i as u64);
+                if full {
+                    let run = i + 1 - lit_start;
+                    next_search = i + 1 + (run >> SKIP_SHIFT).min(MAX_SKIP);
                 }
-                None => false,
+                i += 1;
+                continue;
             };
-            let len = if accept { best.0 } else { 1 };
-            if let (true, Some(r)) = (accept, best.1) {
-                flush(out, lit_start, i);
-                put_glz_match(out, len - bias, r);
-                last = Some((r, i));
+            // Pixels skipped before may belong to this match too.
+            let (mut start, mut r, mut len) = (i, r, best.len);
+            loop {
+                if start == lit_start {
+                    break;
+                }
+                let prev = match r {
+                    Ref::Same(d) if start > d => keys[start - 1 - d],
+                    Ref::Other(dist, off) if off > 0 => {
+                        match Self::hist_keys(history, id, dist, pass) {
+                            Some(hk) => hk[off - 1],
+                            None => break,
+                        }
+                    }
+                    _ => break,
+                };
+                if prev != keys[start - 1] {
+                    break;
+                }
+                start -= 1;
+                len += 1;
+                if let Ref::Other(dist, off) = r {
+                    r = Ref::Other(dist, off - 1);
+                }
             }
-            let end = i + len;
+            flush(out, lit_start, start);
+            put_glz_match(out, len - bias, r);
+            last = Some((r, start));
+            let end = start + len;
             // Index every position of short matches; long ones (runs) only
-            // at their ends, which keeps flat areas cheap.
-            if len <= 64 {
+            // at their ends, which keeps flat areas cheap. Positions before
+            // `i` were indexed as literals already.
+            if end - i <= 64 {
                 for p in i..end {
                     chains.insert(keys, p, base + p as u64);
                 }
@@ -951,9 +1034,8 @@ impl Encoder {
                 }
             }
             i = end;
-            if accept {
-                lit_start = i;
-            }
+            lit_start = i;
+            next_search = i;
         }
         flush(out, lit_start, n);
     }
@@ -968,6 +1050,91 @@ mod tests {
             .flat_map(|y| (0..w).map(move |x| (x, y)))
             .flat_map(|(x, y)| f(x, y).to_le_bytes())
             .collect()
+    }
+
+    fn noise_image(w: u32, h: u32, seed: u32, mask: u32) -> Vec<u8> {
+        let mut st = seed | 1;
+        let mut v = Vec::with_capacity((w * h * 4) as usize);
+        for _ in 0..w * h {
+            st ^= st << 13;
+            st ^= st >> 17;
+            st ^= st << 5;
+            v.extend_from_slice(&(st & mask).to_le_bytes());
+        }
+        v
+    }
+
+    /// Noise makes the encoder search only every few pixels; a copy of an
+    /// earlier image that starts inside such a stretch must still be found
+    /// from its first pixel on (backward extension) and decode exactly.
+    #[test]
+    fn copy_inside_noise_is_found_from_its_start() {
+        let (w, h) = (256u32, 64u32);
+        let a = noise_image(w, h, 7, 0x00ff_ffff);
+        let mut b = noise_image(w, h, 99, 0x00ff_ffff);
+        // Six bands of 1024 pixels of `a` taken from unrelated positions,
+        // each starting mid-row after over a thousand pixels of noise.
+        let len = 1024usize;
+        for j in 0..6 {
+            let to = (4 + 10 * j) * w as usize + 37 * j + 5;
+            let from = (2 + 9 * j) * w as usize + 11 * j + 3;
+            b[to * 4..(to + len) * 4].copy_from_slice(&a[from * 4..(from + len) * 4]);
+        }
+        let mut enc = Encoder::default();
+        let mut win = Window::default();
+        let mut sizes = Vec::new();
+        for data in [&a, &b] {
+            let img = ImageRef {
+                width: w,
+                height: h,
+                stride: w as usize * 4,
+                data,
+            };
+            let (s, _) = enc.encode(&img, LzImageType::Rgb32).unwrap();
+            let (dec, _) = decode(&mut win, &s, None).unwrap();
+            let want: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if i % 4 == 3 { 0 } else { v })
+                .collect();
+            assert_eq!(dec.data, want);
+            sizes.push(s.len());
+        }
+        // Literal pixels cost 3 bytes plus one control byte per 32.
+        let literal = |px: usize| px * 3 + px.div_ceil(32);
+        let noise_px = (w * h) as usize - 6 * len;
+        // Per band: a match token of at most 6 bytes + 4 length bytes, and
+        // one more literal control byte. Starting a band k pixels late
+        // costs 3k bytes more.
+        assert!(
+            sizes[1] <= HEADER_LEN + literal(noise_px) + 6 * 11,
+            "copy not matched from its start: {} bytes, noise alone {}",
+            sizes[1],
+            HEADER_LEN + literal(noise_px)
+        );
+    }
+
+    /// The search gives up on noise: a noisy image after a long history of
+    /// noisy images costs about what its literals cost, quickly.
+    #[test]
+    fn noise_stays_literal_and_round_trips() {
+        let (w, h) = (320u32, 240u32);
+        let mut enc = Encoder::new(1 << 22);
+        let mut win = Window::new(1 << 22);
+        for k in 0..6 {
+            let d = noise_image(w, h, 1000 + k, u32::MAX);
+            let img = ImageRef {
+                width: w,
+                height: h,
+                stride: w as usize * 4,
+                data: &d,
+            };
+            let (s, _) = enc.encode(&img, LzImageType::Rgba).unwrap();
+            let (dec, _) = decode(&mut win, &s, None).unwrap();
+            assert_eq!(dec.data, d);
+            let px = (w * h) as usize;
+            assert!(s.len() <= HEADER_LEN + px * 4 + px.div_ceil(32) * 2 + 64);
+        }
     }
 
     #[test]

@@ -504,6 +504,18 @@ fn our_glz_decodes_with_spice_gtk() {
         }
         frames.push(common::noise(w, h, 3));
         frames.push(frames[0].clone());
+        // Noise with bands copied from the noise frame at other positions:
+        // matches found after the encoder skipped ahead, extended backwards.
+        let mut d = common::noise(w, h, 5);
+        for j in 0..4usize {
+            let (to, from, len) = (
+                (10 + 30 * j) * w as usize + 17 * j + 3,
+                (5 + 31 * j) * w as usize + 7,
+                900,
+            );
+            d[to * 4..(to + len) * 4].copy_from_slice(&frames[6][from * 4..(from + len) * 4]);
+        }
+        frames.push(d);
         let mut args = Vec::new();
         let mut files = Vec::new();
         for (i, d) in frames.iter().enumerate() {
