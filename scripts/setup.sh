@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (namespaces, cgroups, bridges)" >&2; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
 source scripts/deps.sh run
-cargo build --release -p coop
-install -m 0755 target/release/coop /usr/local/bin/coop
+# coop and its small steady-state container monitor; the viewer window is built on its
+# own so that its window libraries stay out of the coop binary every command loads.
+cargo build --release -p coop -p coop-monitor
+cargo build --release -p coop-viewer
+install -m 0755 target/release/coop target/release/coop-monitor target/release/coop-viewer \
+  /usr/local/bin/
 # The coLinux guest agent, static so that it runs in any guest.
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p coop-guest-agent \
   --target x86_64-unknown-linux-gnu --target-dir target/guest-agent

@@ -34,3 +34,22 @@ pub use session::{ChannelStats, ClientConfig, Session};
 
 /// The protocol crate, re-exported for constants and test servers.
 pub use spice_proto;
+
+/// The image compression a client may ask for, by the names spice-server and
+/// `remote-viewer --spice-preferred-compression` use.
+pub fn image_compression_by_name(name: &str) -> Option<u8> {
+    use spice_proto::consts::image_compression as ic;
+    Some(match name {
+        "auto_glz" => ic::AUTO_GLZ,
+        "auto_lz" => ic::AUTO_LZ,
+        "quic" => ic::QUIC,
+        "glz" => ic::GLZ,
+        "lz" => ic::LZ,
+        "lz4" => ic::LZ4,
+        "off" => ic::OFF,
+        _ => return None,
+    })
+}
+
+/// The names [`image_compression_by_name`] knows, for error messages.
+pub const IMAGE_COMPRESSION_NAMES: &str = "auto_glz, auto_lz, quic, glz, lz, lz4, off";

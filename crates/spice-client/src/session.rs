@@ -81,6 +81,16 @@ pub struct ChannelStats {
     pub messages: u64,
 }
 
+impl std::fmt::Display for ChannelStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{} received {} bytes, sent {} bytes, {} messages",
+            self.name, self.channel_id, self.received, self.sent, self.messages
+        )
+    }
+}
+
 struct Shared {
     cfg: ClientConfig,
     session_id: u32,

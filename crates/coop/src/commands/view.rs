@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use spice_client::spice_proto::consts::image_compression as ic;
 use spice_client::{capture, CaptureOptions, ClientConfig, ClientError};
 
 /// Exit status when the server refuses the password.
@@ -93,27 +92,47 @@ fn parse_uri(uri: &str) -> anyhow::Result<(String, Option<u16>)> {
 }
 
 fn compression(name: &str) -> anyhow::Result<u8> {
-    Ok(match name {
-        "auto_glz" => ic::AUTO_GLZ,
-        "auto_lz" => ic::AUTO_LZ,
-        "quic" => ic::QUIC,
-        "glz" => ic::GLZ,
-        "lz" => ic::LZ,
-        "lz4" => ic::LZ4,
-        "off" => ic::OFF,
-        other => {
-            bail!("unknown compression {other:?} (auto_glz, auto_lz, quic, glz, lz, lz4, off)")
-        }
+    spice_client::image_compression_by_name(name).with_context(|| {
+        format!(
+            "unknown compression {name:?} ({})",
+            spice_client::IMAGE_COMPRESSION_NAMES
+        )
     })
 }
 
 fn print_stats(stats: &[spice_client::ChannelStats]) {
     for s in stats {
-        println!(
-            "{}:{} received {} bytes, sent {} bytes, {} messages",
-            s.name, s.channel_id, s.received, s.sent, s.messages
-        );
+        println!("{s}");
     }
+}
+
+/// The window runs in `coop-viewer` (beside this binary, else on PATH): see its crate
+/// doc for why. Replaces this process; returns only when it cannot be started.
+fn exec_viewer(a: &Args, host: &str, port: u16) -> anyhow::Result<u8> {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|p| p.with_file_name("coop-viewer"))
+        .filter(|p| p.is_file());
+    let exe = beside.unwrap_or_else(|| PathBuf::from("coop-viewer"));
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg(host).arg(port.to_string());
+    if let Some(f) = &a.password_file {
+        cmd.arg("--password-file").arg(f);
+    }
+    if let Some(c) = &a.compression {
+        compression(c)?;
+        cmd.arg("--compression").arg(c);
+    }
+    if a.stats {
+        cmd.arg("--stats");
+    }
+    let e = cmd.exec();
+    bail!(
+        "cannot start the viewer window {}: {e}; install coop-viewer beside coop \
+         (scripts/setup.sh does), or use --screenshot for headless use",
+        exe.display()
+    )
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -132,6 +151,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     let host = host.context("no server given: use spice://HOST:PORT or -h HOST -p PORT")?;
     let port = port.context("no port given: use spice://HOST:PORT or -p PORT")?;
+    let Some(out) = &a.screenshot else {
+        return exec_viewer(&a, &host, port);
+    };
     let mut cfg = ClientConfig::new(host, port);
     if let Some(f) = &a.password_file {
         let pw = std::fs::read_to_string(f)
@@ -141,21 +163,6 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     if let Some(c) = &a.compression {
         cfg.preferred_compression = Some(compression(c)?);
     }
-    let Some(out) = &a.screenshot else {
-        return match spice_client::viewer::run_window(cfg, Default::default()) {
-            Ok(stats) => {
-                if a.stats {
-                    print_stats(&stats);
-                }
-                Ok(0)
-            }
-            Err(e @ ClientError::AuthFailed(_)) => {
-                eprintln!("coop view: {e}");
-                Ok(EXIT_AUTH)
-            }
-            Err(e) => Err(e.into()),
-        };
-    };
     cfg.all_channels = false;
     let opts = CaptureOptions {
         quiet: Duration::from_millis(a.wait_ms),
