@@ -578,13 +578,12 @@ fn create_veth(
             found
                 .next()
                 .flatten()
-                .filter(nl::link_is_bridge)
+                .filter(nl::Link::is_bridge)
                 .ok_or_else(|| NetError::BadKey {
                     key: format!("{}.link", spec.index),
                     value: l.to_string(),
                     reason: "no such bridge on the host".into(),
                 })?
-                .header
                 .index,
         ),
         None => None,
@@ -651,12 +650,7 @@ fn configure_inside(pid: i32, plans: &[Plan]) -> Result<(), NetError> {
         .collect();
     let mut c = nl::Conn::in_netns_of(pid)?;
     let links = c.links()?;
-    let index_of = |name: &str| {
-        links
-            .iter()
-            .find(|l| nl::link_name(l) == Some(name))
-            .map(|l| l.header.index)
-    };
+    let index_of = |name: &str| links.iter().find(|l| l.name == name).map(|l| l.index);
     let lo = index_of("lo").ok_or_else(|| NetError::Netns {
         pid,
         msg: "no loopback device".into(),

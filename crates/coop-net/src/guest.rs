@@ -24,14 +24,10 @@ pub fn lend_to_guest(init_pid: i32, ifname: &str) -> Result<String, NetError> {
         op: format!("lend {ifname} to the guest"),
         msg: format!("no interface {ifname} in the container of pid {init_pid}"),
     })?;
-    let idx = link.header.index;
+    let idx = link.index;
     let mac = link
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Address(b) if b.len() == 6 => Some(b.clone()),
-            _ => None,
-        })
+        .mac
+        .filter(|b| b.len() == 6)
         .ok_or_else(|| NetError::Netlink {
             op: format!("lend {ifname} to the guest"),
             msg: "the interface has no Ethernet address".into(),

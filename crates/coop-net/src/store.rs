@@ -528,10 +528,10 @@ impl NetStore {
         let Some(m) = c.get_link(&net.name)? else {
             return Ok(false);
         };
-        if !nl::link_is_bridge(&m) || !nl::link_is_up(&m) {
+        if !m.is_bridge() || !m.up {
             return Ok(false);
         }
-        let idx = m.header.index;
+        let idx = m.index;
         let want = IpAddr::V4(net.bridge_addr);
         let has_addr = c
             .addrs()?
