@@ -538,6 +538,17 @@ fn vector_tap_network_reaches_the_host() {
     wait_agent(&uml.agent, Duration::from_secs(60)).expect("agent answers");
     let (_, addr, _) = uml.run(&["cat", "/sys/class/net/eth0/address"]);
     assert_eq!(addr.trim(), mac, "console:\n{}", uml.console_text());
+    // The agent answers while rcS still runs; wait until init moved on to the gettys so
+    // that rcS's network setup cannot come after ours.
+    let t = std::time::Instant::now();
+    while uml.run(&["pidof", "getty"]).0 != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "rcS never finished:\n{}",
+            uml.console_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The template's rcS runs udhcpc in the background; stop it so that it cannot flush
     // the static address.
     let script = format!(

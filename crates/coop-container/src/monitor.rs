@@ -1220,6 +1220,24 @@ impl Monitor {
             .exit
             .clone()
             .unwrap_or_else(|| "monitor stopped".into());
+        // The last lines init wrote (a guest's shutdown messages) may still sit in the
+        // console pty: log them before it goes. Bounded: a pty holds a few pages.
+        let mut buf = [0u8; 4096];
+        for _ in 0..64 {
+            let Some(m) = self.masters.first() else { break };
+            let mut fds = [nix::poll::PollFd::new(
+                m.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let readable = matches!(nix::poll::poll(&mut fds, 0u16), Ok(n) if n > 0)
+                && fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN));
+            if !readable {
+                break;
+            }
+            self.on_master(0, &mut buf);
+        }
         if let Err(e) = self.cgroup.destroy() {
             tracing::error!("cannot remove cgroup: {e}");
         }

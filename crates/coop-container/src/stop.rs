@@ -90,7 +90,7 @@ pub fn stop(store: &Store, name: &str, opts: &StopOptions) -> Result<String> {
 fn poweroff_guest(store: &Store, name: &str) -> Result<()> {
     let stream = crate::attach::agent_stream(store, name)?;
     // A guest whose agent does not answer soon is hung or still booting: fall back.
-    coop_colinux::wait_agent(&stream, Duration::from_secs(2))?;
+    coop_colinux::wait_agent(&stream, Duration::from_secs(5))?;
     coop_colinux::poweroff(&stream)?;
     Ok(())
 }

@@ -77,6 +77,20 @@ impl Coop {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `coop stop`, insisting on success; returns how init ended, as the stop logs it.
+    pub fn stop_how(&self, name: &str, timeout_s: u32) -> String {
+        let out = self
+            .cmd()
+            .args(["stop", "-n", name, "-t", &timeout_s.to_string()])
+            .env("RUST_LOG", "warn,coop=info")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "coop stop {name} failed: {err}");
+        err
+    }
+
     /// Run and insist on failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
@@ -343,6 +357,7 @@ pub fn console_login(
         } else {
             left
         };
+        // ("login:" is no needle: debian's "Last login: ..." comes before its prompt.)
         match p.expect_any(&["#", "incorrect"], step) {
             Ok((0, _)) => break,
             // A password cut by the flush: log in again.
@@ -355,7 +370,15 @@ pub fn console_login(
             Err(seen) if attempt >= 3 || left.is_zero() => {
                 panic!("no shell prompt after the password; saw {seen:?}")
             }
-            Err(_) => {}
+            // Nothing at all: a login that lost the typed line. Interrupt it; init
+            // respawns the getty, and the login starts over.
+            Err(_) => {
+                p.send("\x03");
+                p.send("\r");
+                p.expect("login:", left);
+                p.send("root\r");
+                p.expect("assword:", left);
+            }
         }
     }
     p
