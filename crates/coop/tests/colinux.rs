@@ -173,31 +173,7 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
         "-c",
         "echo kept > /root/mark; sync",
     ]);
-    let t = Instant::now();
-    let how = c.stop_how(&n, 20);
-    let took = t.elapsed();
-    eprintln!("colinux stop took {took:?}");
-    assert!(
-        took < Duration::from_secs(15),
-        "stop took {took:?} (killed?)"
-    );
-    // An orderly shutdown from inside: the guest's own init powered the kernel off
-    // (not the mconsole halt fallback, not a kill).
-    assert!(
-        how.contains("powered off"),
-        "stop was not a guest poweroff: {how}"
-    );
-    let img = c.root.path().join(&n).join("rootfs/disk.img");
-    let fsck = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    let img = c.stop_guest_cleanly(&n, 20, Duration::from_secs(15));
     let dump = Command::new("debugfs")
         .args(["-R", "cat /root/mark"])
         .arg(&img)

@@ -91,6 +91,33 @@ impl Coop {
         err
     }
 
+    /// Stops a coLinux instance and insists the stop was an orderly poweroff by the
+    /// guest's own init (not the mconsole fallback, not a kill) within `limit`, and that
+    /// its disk image is fsck-clean afterwards. Returns the image's path.
+    pub fn stop_guest_cleanly(&self, name: &str, timeout_s: u32, limit: Duration) -> PathBuf {
+        let t = Instant::now();
+        let how = self.stop_how(name, timeout_s);
+        let took = t.elapsed();
+        eprintln!("colinux {name} stop took {took:?}");
+        assert!(took < limit, "stop took {took:?} (killed?)");
+        assert!(
+            how.contains("powered off"),
+            "stop was not a guest poweroff: {how}"
+        );
+        let img = self.root.path().join(name).join("rootfs/disk.img");
+        let fsck = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "the disk is not clean after stop: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        img
+    }
+
     /// Run and insist on failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
