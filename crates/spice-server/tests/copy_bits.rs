@@ -99,33 +99,16 @@ async fn scroll_and_window_move_become_copy_bits_and_stay_exact() {
             &lines,
         ],
     );
-    x.spawn(
-        "display",
-        &[
-            "-geometry",
-            "+500+300",
-            "-title",
-            "photo",
-            photo.to_str().unwrap(),
-        ],
-    );
+    x.show_image("photo", "+500+300", &photo);
     assert!(x.wait_window("scroller") && x.wait_window("photo"));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let srv = start_server(&x.name, no_auth()).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     let mut canvas = Canvas::new();
-    loop {
-        let m = disp.recv().await.expect("display closed");
-        canvas.apply(&m);
-        if m.msg_type == msg::display::MARK {
-            break;
-        }
-    }
+    read_first_frame(&mut disp, &mut canvas).await;
     let mut seen = Seen::default();
     follow(&x, &mut disp, &mut canvas, dir.path(), &mut None, &mut seen).await;
 
@@ -150,16 +133,7 @@ async fn scroll_and_window_move_become_copy_bits_and_stay_exact() {
     let scroll = std::mem::take(&mut seen);
 
     // A window moved in steps.
-    let id = std::process::Command::new("xdotool")
-        .args(["search", "--name", "photo"])
-        .env("DISPLAY", &x.name)
-        .output()
-        .expect("xdotool search");
-    let id = String::from_utf8_lossy(&id.stdout)
-        .lines()
-        .next()
-        .expect("photo window")
-        .to_string();
+    let id = x.window_id("photo");
     let steps = (1..=25)
         .map(|i| {
             format!(

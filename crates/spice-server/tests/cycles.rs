@@ -33,9 +33,7 @@ async fn connect_disconnect_cycles_leak_nothing() {
     // Warm up once so lazily created runtime threads and fds are counted in the baseline.
     {
         let (_m, sid) = session(tcp(addr).await, "").await;
-        let mut d = link(tcp(addr).await, sid, channel::DISPLAY, "")
-            .await
-            .unwrap();
+        let mut d = link_channel(addr, sid, channel::DISPLAY).await;
         d.expect(msg::display::MARK).await;
     }
     settle(&srv).await;
@@ -46,15 +44,9 @@ async fn connect_disconnect_cycles_leak_nothing() {
         .num_alive_tasks();
     for i in 0..50 {
         let (main, sid) = session(tcp(addr).await, "").await;
-        let mut d = link(tcp(addr).await, sid, channel::DISPLAY, "")
-            .await
-            .unwrap();
-        let mut c = link(tcp(addr).await, sid, channel::CURSOR, "")
-            .await
-            .unwrap();
-        let mut inp = link(tcp(addr).await, sid, channel::INPUTS, "")
-            .await
-            .unwrap();
+        let mut d = link_channel(addr, sid, channel::DISPLAY).await;
+        let mut c = link_channel(addr, sid, channel::CURSOR).await;
+        let mut inp = link_channel(addr, sid, channel::INPUTS).await;
         c.expect(msg::cursor::INIT).await;
         inp.expect(msg::inputs::INIT).await;
         if i % 2 == 0 {
@@ -97,9 +89,7 @@ async fn stopping_the_server_closes_its_clients() {
     let srv = start_server(&x.name, no_auth()).await;
     let addr = srv.addr.unwrap();
     let (mut main, sid) = session(tcp(addr).await, "").await;
-    let mut d = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut d = link_channel(addr, sid, channel::DISPLAY).await;
     d.expect(msg::display::MARK).await;
     let stats = srv.stats.clone();
     drop(srv);

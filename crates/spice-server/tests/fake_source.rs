@@ -54,12 +54,7 @@ async fn sync(disp: &mut Client, canvas: &mut Canvas, st: &Arc<Mutex<FakeState>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_rect_damage_and_resize_reach_the_client() {
-    let st = Arc::new(Mutex::new(FakeState {
-        w: 200,
-        h: 100,
-        px: vec![0x10; 200 * 100 * 4],
-        ..Default::default()
-    }));
+    let st = FakeState::shared(200, 100, 0x10);
     {
         let mut s = st.lock().unwrap();
         fill(&mut s, Rect::new(10, 10, 30, 20), [0, 0, 255, 0]);
@@ -67,9 +62,7 @@ async fn copy_rect_damage_and_resize_reach_the_client() {
     let srv = start_server_with(Box::new(FakeSource(st.clone())), no_auth()).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     let mut canvas = Canvas::new();
     let t = sync(&mut disp, &mut canvas, &st).await;
     assert!(t.contains(&msg::display::SURFACE_CREATE));
@@ -135,18 +128,11 @@ async fn copy_rect_damage_and_resize_reach_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_scancode_bytes_become_key_events() {
-    let st = Arc::new(Mutex::new(FakeState {
-        w: 16,
-        h: 16,
-        px: vec![0; 16 * 16 * 4],
-        ..Default::default()
-    }));
+    let st = FakeState::shared(16, 16, 0);
     let srv = start_server_with(Box::new(FakeSource(st.clone())), no_auth()).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
-        .await
-        .unwrap();
+    let mut inputs = link_channel(addr, sid, channel::INPUTS).await;
     inputs.expect(msg::inputs::INIT).await;
     // 'a' down/up, then Right Ctrl (E0 1D) down/up split across two messages.
     inputs
@@ -175,18 +161,11 @@ async fn key_scancode_bytes_become_key_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_stops_at_two_ack_windows_and_resumes_on_ack() {
     use spice_proto::BaseClientMsg;
-    let st = Arc::new(Mutex::new(FakeState {
-        w: 64,
-        h: 64,
-        px: vec![0x10; 64 * 64 * 4],
-        ..Default::default()
-    }));
+    let st = FakeState::shared(64, 64, 0x10);
     let srv = start_server_with(Box::new(FakeSource(st.clone())), no_auth()).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     disp.auto_ack = false;
     // Keep the source busy: a damaged pixel every 5 ms for the whole test.
     let feeder_st = st.clone();
@@ -238,20 +217,13 @@ async fn server_stops_at_two_ack_windows_and_resumes_on_ack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_are_capped_at_max_fps() {
-    let st = Arc::new(Mutex::new(FakeState {
-        w: 32,
-        h: 32,
-        px: vec![0x10; 32 * 32 * 4],
-        ..Default::default()
-    }));
+    let st = FakeState::shared(32, 32, 0x10);
     let mut cfg = no_auth();
     cfg.max_fps = 10;
     let srv = start_server_with(Box::new(FakeSource(st.clone())), cfg).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     disp.expect(msg::display::MARK).await;
     // The same pixel changes every 2 ms: one DRAW_COPY per update.
     let feeder_st = st.clone();

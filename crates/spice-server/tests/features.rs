@@ -12,33 +12,6 @@ use spice_proto::{
     CursorServerMsg, InputsClientMsg, MainClientMsg, MainServerMsg, Message, RawMessage,
 };
 
-/// Follows the display channel until the canvas equals the X screen (or panics).
-async fn follow_until_equal(
-    x: &Xvfb,
-    disp: &mut Client,
-    canvas: &mut Canvas,
-    dir: &std::path::Path,
-) {
-    let t0 = Instant::now();
-    let mut last_check = Instant::now();
-    loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "client canvas never matched the X screen"
-        );
-        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), disp.recv()).await {
-            canvas.apply(&m.expect("display channel closed"));
-        }
-        if last_check.elapsed() > Duration::from_millis(300) {
-            last_check = Instant::now();
-            let (w, h, want) = tokio::task::block_in_place(|| x.reference(dir));
-            if (w, h) == (canvas.w, canvas.h) && diff_pixels(&canvas.rgb(), &want) == 0 {
-                return;
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_updates_keep_client_in_sync_and_stalled_client_blocks_only_itself() {
     if skip_without(&["Xvfb", "xsetroot", "xterm", "import", "xdotool"]) {
@@ -52,21 +25,11 @@ async fn damage_updates_keep_client_in_sync_and_stalled_client_blocks_only_itsel
     let (_main, sid) = session(tcp(addr).await, "").await;
 
     // A client that links a display channel and then never reads nor ACKs.
-    let stalled = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let stalled = link_channel(addr, sid, channel::DISPLAY).await;
 
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     let mut canvas = Canvas::new();
-    loop {
-        let m = disp.recv().await.expect("display closed");
-        canvas.apply(&m);
-        if m.msg_type == msg::display::MARK {
-            break;
-        }
-    }
+    read_first_frame(&mut disp, &mut canvas).await;
     follow_until_equal(&x, &mut disp, &mut canvas, dir.path()).await;
     let first_draws = canvas.draws;
 
@@ -179,12 +142,7 @@ async fn agent_clipboard_both_ways_and_monitor_resize() {
     let t0 = Instant::now();
     let mut got = String::new();
     while t0.elapsed() < Duration::from_secs(10) {
-        let o = std::process::Command::new("xclip")
-            .args(["-o", "-selection", "clipboard"])
-            .env("DISPLAY", &x.name)
-            .output()
-            .unwrap();
-        got = String::from_utf8_lossy(&o.stdout).to_string();
+        got = x.output("xclip", &["-o", "-selection", "clipboard"]);
         if got == "from spice ✓" {
             break;
         }
@@ -229,9 +187,7 @@ async fn agent_clipboard_both_ways_and_monitor_resize() {
     assert_eq!(data, b"from x");
 
     // Monitor config: the screen is resized and the display channel follows.
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     disp.expect(msg::display::MARK).await;
     main.send(&agent_data(&AgentMessage::MonitorsConfig {
         flags: 0,
@@ -288,9 +244,7 @@ async fn cursor_shape_and_pointer_position() {
     let srv = start_server(&x.name, no_auth()).await;
     let addr = srv.addr.unwrap();
     let (mut main, sid) = session(tcp(addr).await, "").await;
-    let mut cur = link(tcp(addr).await, sid, channel::CURSOR, "")
-        .await
-        .unwrap();
+    let mut cur = link_channel(addr, sid, channel::CURSOR).await;
     let m = cur.expect(msg::cursor::INIT).await;
     let CursorServerMsg::Init { cursor, .. } =
         CursorServerMsg::decode(m.msg_type, &m.body).unwrap()
@@ -327,9 +281,7 @@ async fn cursor_shape_and_pointer_position() {
     }
 
     // Client mouse mode: MOUSE_POSITION moves the X pointer.
-    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
-        .await
-        .unwrap();
+    let mut inputs = link_channel(addr, sid, channel::INPUTS).await;
     inputs.expect(msg::inputs::INIT).await;
     inputs
         .send(&InputsClientMsg::MousePosition {
@@ -342,12 +294,7 @@ async fn cursor_shape_and_pointer_position() {
     let t0 = Instant::now();
     let mut loc = String::new();
     while t0.elapsed() < Duration::from_secs(5) {
-        let o = std::process::Command::new("xdotool")
-            .arg("getmouselocation")
-            .env("DISPLAY", &x.name)
-            .output()
-            .unwrap();
-        loc = String::from_utf8_lossy(&o.stdout).to_string();
+        loc = x.output("xdotool", &["getmouselocation"]);
         if loc.starts_with("x:123 y:77") {
             break;
         }
@@ -390,16 +337,7 @@ async fn cursor_shape_and_pointer_position() {
 
 /// Maps or unmaps the window named `name` with xdotool.
 fn xdotool_window(x: &Xvfb, name: &str, action: &str) {
-    let out = std::process::Command::new("xdotool")
-        .args(["search", "--name", name])
-        .env("DISPLAY", &x.name)
-        .output()
-        .expect("xdotool search");
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no window named {name}"))
-        .to_string();
+    let id = x.window_id(name);
     assert!(
         x.run("xdotool", &[action, "--sync", &id]),
         "xdotool {action}"
@@ -419,48 +357,19 @@ async fn repeated_images_come_from_the_pixmap_cache() {
     let mut x = Xvfb::start(640, 480);
     assert!(x.run("xsetroot", &["-solid", "#204060"]));
     let img = dir.path().join("plasma.png");
-    let ok = std::process::Command::new("convert")
-        .args(["-size", "320x200", "plasma:red-blue"])
-        .arg(&img)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "convert plasma failed");
-    x.spawn(
-        "display",
-        &[
-            "-title",
-            "cacheimg",
-            "-geometry",
-            "+100+100",
-            img.to_str().unwrap(),
-        ],
-    );
+    convert(&["-size", "320x200", "plasma:red-blue"], &img);
+    x.show_image("cacheimg", "+100+100", &img);
     assert!(x.wait_window("cacheimg"), "display did not map");
     std::thread::sleep(Duration::from_millis(1000));
 
     let srv = start_server(&x.name, no_auth()).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     // spice-gtk's INIT: sizes in pixels.
-    disp.send(&spice_proto::DisplayClientMsg::Init {
-        pixmap_cache_id: 1,
-        pixmap_cache_size: 4 << 20,
-        glz_dictionary_id: 1,
-        glz_dictionary_window_size: 1 << 21,
-    })
-    .await;
+    disp.send(&spice_gtk_display_init()).await;
     let mut canvas = Canvas::new();
-    loop {
-        let m = disp.recv().await.expect("display closed");
-        canvas.apply(&m);
-        if m.msg_type == msg::display::MARK {
-            break;
-        }
-    }
+    read_first_frame(&mut disp, &mut canvas).await;
     follow_until_equal(&x, &mut disp, &mut canvas, dir.path()).await;
 
     let mut sent = Vec::new();
@@ -485,17 +394,8 @@ async fn repeated_images_come_from_the_pixmap_cache() {
     // A display channel relinked in the same session starts by emptying the session's
     // cache (spice-gtk keeps one per session), since the server's mirror starts empty.
     drop(disp);
-    let mut again = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
-    again
-        .send(&spice_proto::DisplayClientMsg::Init {
-            pixmap_cache_id: 1,
-            pixmap_cache_size: 4 << 20,
-            glz_dictionary_id: 1,
-            glz_dictionary_window_size: 1 << 21,
-        })
-        .await;
+    let mut again = link_channel(addr, sid, channel::DISPLAY).await;
+    again.send(&spice_gtk_display_init()).await;
     let first = again.recv().await.expect("display closed");
     assert_eq!(first.msg_type, msg::display::INVAL_ALL_PIXMAPS);
     canvas.apply(&first);
@@ -542,9 +442,7 @@ async fn preferred_compression_overrides_the_server_setting() {
         (Some(ic::INVALID), image_type::BITMAP),
     ] {
         let (_main, sid) = session(tcp(addr).await, "").await;
-        let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-            .await
-            .unwrap();
+        let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
         // The preference goes first so the test does not depend on the short grace
         // the server gives a preference that follows INIT (spice-gtk's order).
         if let Some(p) = pref {
@@ -571,30 +469,6 @@ async fn preferred_compression_overrides_the_server_setting() {
     }
 }
 
-/// PSNR in dB of two equally sized RGB buffers (infinite when equal).
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let se: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    if se == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0f64 * 255.0 * a.len() as f64 / se).log10()
-}
-
-/// RGB bytes of the `w`×`h` area at (`x`, `y`) of a `stride_w`-wide RGB screen.
-fn crop(rgb: &[u8], stride_w: u32, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
-    (y..y + h)
-        .flat_map(|r| {
-            let o = ((r * stride_w + x) * 3) as usize;
-            rgb[o..o + w as usize * 3].to_vec()
-        })
-        .collect()
-}
-
 /// An area redrawn as a whole at video pace becomes an MJPEG stream; frames match the
 /// screen within a PSNR bound; once idle the stream ends and the area is exact again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,36 +479,14 @@ async fn animation_becomes_a_video_stream_then_ends_when_idle() {
     let dir = tempdir();
     let mut x = Xvfb::start(640, 480);
     assert!(x.run("xsetroot", &["-solid", "#204060"]));
-    let mut frames = Vec::new();
-    for i in 0..6 {
-        let f = dir.path().join(format!("f{i}.png"));
-        let ok = std::process::Command::new("convert")
-            .args(["-seed", &(i + 1).to_string(), "-size", "200x150", "plasma:"])
-            .arg(&f)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "convert frame failed");
-        frames.push(f.to_str().unwrap().to_string());
-    }
-    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "video"];
-    args.extend(frames.iter().map(String::as_str));
-    x.spawn("animate", &args);
-    assert!(x.wait_window("video"), "animate did not map");
+    let frames = plasma_frames(dir.path(), "f", 6, "200x150");
+    x.animate(&frames, "video");
 
     let srv = start_server(&x.name, no_auth()).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
-    disp.send(&spice_proto::DisplayClientMsg::Init {
-        pixmap_cache_id: 1,
-        pixmap_cache_size: 4 << 20,
-        glz_dictionary_id: 1,
-        glz_dictionary_window_size: 1 << 21,
-    })
-    .await;
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
+    disp.send(&spice_gtk_display_init()).await;
     let mut canvas = Canvas::new();
     let t0 = Instant::now();
     while canvas.stream_frames < 20 {

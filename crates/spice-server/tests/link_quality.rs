@@ -107,6 +107,11 @@ impl Net {
     }
 }
 
+/// [`Net::new`], or `None` after printing why the test is skipped.
+fn net_or_skip(idx: u8, rate: Option<&str>) -> Option<Net> {
+    Net::new(idx, rate).map_err(|e| eprintln!("SKIP: {e}")).ok()
+}
+
 /// A server on its own thread and runtime inside a namespace (its sockets are made
 /// there); stopped on drop.
 struct NsServer {
@@ -193,32 +198,6 @@ fn ns_screenshot(net: &Net, port: u16, out: &Path) -> Result<Duration, String> {
     }
 }
 
-/// PSNR in dB of two equally sized RGB buffers (infinite when equal).
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let se: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    if se == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0f64 * 255.0 * a.len() as f64 / se).log10()
-}
-
-fn plasma(dir: &Path, name: &str, size: &str, seed: u32) -> String {
-    let f = dir.join(name);
-    let ok = Command::new("convert")
-        .args(["-seed", &seed.to_string(), "-size", size, "plasma:"])
-        .arg(&f)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "convert plasma failed");
-    f.to_str().unwrap().to_string()
-}
-
 /// A synthetic desktop: a two-colour plaid root window.
 fn synthetic_root(x: &Xvfb) {
     assert!(x.run(
@@ -258,12 +237,8 @@ fn slow_link_is_wan_zlib_glz_exact_and_jpeg_within_psnr() {
     if tools_missing(&["spicy-screenshot", "timeout"]) {
         return;
     }
-    let net = match Net::new(1, Some("4mbit")) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
+    let Some(net) = net_or_skip(1, Some("4mbit")) else {
+        return;
     };
     let dir = tempdir();
     let mut x = Xvfb::start(640, 480);
@@ -446,30 +421,17 @@ fn stream_reports_lower_the_rate_on_a_slow_link_only() {
     if tools_missing(&["spicy", "animate", "env", "xdpyinfo"]) {
         return;
     }
-    let fast = match Net::new(2, None) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
+    let Some(fast) = net_or_skip(2, None) else {
+        return;
     };
-    let slow = match Net::new(3, Some("1mbit")) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
+    let Some(slow) = net_or_skip(3, Some("1mbit")) else {
+        return;
     };
     let dir = tempdir();
     let mut x = Xvfb::start(640, 480);
     assert!(x.run("xsetroot", &["-solid", "#204060"]));
-    let frames: Vec<String> = (0..8)
-        .map(|i| plasma(dir.path(), &format!("f{i}.png"), "320x240", i + 1))
-        .collect();
-    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "video"];
-    args.extend(frames.iter().map(String::as_str));
-    x.spawn("animate", &args);
-    assert!(x.wait_window("video"), "animate did not map");
+    let frames = plasma_frames(dir.path(), "f", 8, "320x240");
+    x.animate(&frames, "video");
     let viewer = Xvfb::start(1024, 768);
     assert!(viewer.ready(), "viewer Xvfb");
 
@@ -515,17 +477,19 @@ fn stream_reports_lower_the_rate_on_a_slow_link_only() {
 fn synthetic_frames(dir: &Path) -> Vec<String> {
     (0..6)
         .map(|i| {
-            let f = dir.join(format!("s{i}.png"));
-            let ok = Command::new("convert")
-                .args(["-size", "240x180", "xc:#e0e0e0", "-fill", "#2050c0"])
-                .arg("-draw")
-                .arg(format!("rectangle {} 20 {} 160", 10 + i * 30, 60 + i * 30))
-                .arg(&f)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "convert synthetic frame failed");
-            f.to_str().unwrap().to_string()
+            let rect = format!("rectangle {} 20 {} 160", 10 + i * 30, 60 + i * 30);
+            convert(
+                &[
+                    "-size",
+                    "240x180",
+                    "xc:#e0e0e0",
+                    "-fill",
+                    "#2050c0",
+                    "-draw",
+                    &rect,
+                ],
+                &dir.join(format!("s{i}.png")),
+            )
         })
         .collect()
 }
@@ -534,10 +498,7 @@ fn synthetic_frames(dir: &Path) -> Vec<String> {
 fn animated(frames: &[String]) -> Xvfb {
     let mut x = Xvfb::start(640, 480);
     assert!(x.run("xsetroot", &["-solid", "#204060"]));
-    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "anim"];
-    args.extend(frames.iter().map(String::as_str));
-    x.spawn("animate", &args);
-    assert!(x.wait_window("anim"), "animate did not map");
+    x.animate(frames, "anim");
     x
 }
 
@@ -554,21 +515,8 @@ async fn follow(x: &Xvfb, mode: spice_server::StreamingVideo, secs: u64) -> (usi
     .await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut disp = link(
-        tcp(addr).await,
-        sid,
-        spice_proto::consts::channel::DISPLAY,
-        "",
-    )
-    .await
-    .unwrap();
-    disp.send(&spice_proto::DisplayClientMsg::Init {
-        pixmap_cache_id: 1,
-        pixmap_cache_size: 4 << 20,
-        glz_dictionary_id: 1,
-        glz_dictionary_window_size: 1 << 21,
-    })
-    .await;
+    let mut disp = link_channel(addr, sid, spice_proto::consts::channel::DISPLAY).await;
+    disp.send(&spice_gtk_display_init()).await;
     let mut canvas = Canvas::new();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -590,9 +538,7 @@ async fn streaming_video_off_filter_all() {
         return;
     }
     let dir = tempdir();
-    let photo: Vec<String> = (0..6)
-        .map(|i| plasma(dir.path(), &format!("p{i}.png"), "240x180", i + 1))
-        .collect();
+    let photo = plasma_frames(dir.path(), "p", 6, "240x180");
     let xp = tokio::task::block_in_place(|| animated(&photo));
     let xs = tokio::task::block_in_place(|| animated(&synthetic_frames(dir.path())));
 
@@ -626,17 +572,11 @@ fn our_client_reports_and_the_stream_adapts() {
     if tools_missing(&["animate"]) {
         return;
     }
-    let net = match Net::new(4, Some("1mbit")) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
+    let Some(net) = net_or_skip(4, Some("1mbit")) else {
+        return;
     };
     let dir = tempdir();
-    let frames: Vec<String> = (0..8)
-        .map(|i| plasma(dir.path(), &format!("f{i}.png"), "320x240", i + 1))
-        .collect();
+    let frames = plasma_frames(dir.path(), "f", 8, "320x240");
     let x = animated(&frames);
     let srv = serve_in(&net.srv, &x.name, ns_config(&net.srv_ip, 5974));
     let path = format!("/run/netns/{}", net.cli);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use spice_proto::consts::{channel, msg, LinkErr};
@@ -26,23 +26,8 @@ fn scene(x: &mut Xvfb, dir: &std::path::Path) {
         ],
     );
     let img = dir.join("plasma.png");
-    let ok = std::process::Command::new("convert")
-        .args(["-size", "320x200", "plasma:red-blue"])
-        .arg(&img)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "convert plasma failed");
-    x.spawn(
-        "display",
-        &[
-            "-title",
-            "sceneimg",
-            "-geometry",
-            "+500+400",
-            img.to_str().unwrap(),
-        ],
-    );
+    convert(&["-size", "320x200", "plasma:red-blue"], &img);
+    x.show_image("sceneimg", "+500+400", &img);
     assert!(x.wait_window("sceneterm"), "xterm did not map");
     assert!(x.wait_window("sceneimg"), "display did not map");
     // Let both finish drawing.
@@ -70,13 +55,9 @@ async fn screenshot_equals_x(compression: spice_server::ImageCompression) {
     let srv = start_server(&x.name, cfg).await;
     let port = srv.addr.unwrap().port().to_string();
     let out = dir.path().join("shot.ppm");
-    let o2 = out.clone();
-    let el = tokio::task::spawn_blocking(move || {
-        screenshot(&["-h", "127.0.0.1", "-p", &port], &o2, &[])
-    })
-    .await
-    .unwrap()
-    .expect("spicy-screenshot against our server");
+    let el = screenshot_async(&["-h", "127.0.0.1", "-p", &port], &out, &[])
+        .await
+        .expect("spicy-screenshot against our server");
     let (w, h, got) = read_ppm(&out).expect("client ppm");
     let (rw, rh, want) = x.reference(dir.path());
     assert_eq!((w, h), (rw, rh), "screen size");
@@ -146,25 +127,16 @@ async fn wrong_password_refused_then_right_one_served() {
     // spice-gtk with the wrong password writes nothing.
     let port = addr.port().to_string();
     let out = dir.path().join("no.ppm");
-    let (p2, o2) = (port.clone(), out.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        screenshot(&["-h", "127.0.0.1", "-p", &p2, "-w", "nope"], &o2, &[])
-    })
-    .await
-    .unwrap();
+    let r = screenshot_async(&["-h", "127.0.0.1", "-p", &port, "-w", "nope"], &out, &[]).await;
     assert!(
         r.is_err(),
         "spicy-screenshot with a wrong password got a frame"
     );
     // The server still serves a correct client.
     let out = dir.path().join("yes.ppm");
-    let o3 = out.clone();
-    tokio::task::spawn_blocking(move || {
-        screenshot(&["-h", "127.0.0.1", "-p", &port, "-w", "s3cret"], &o3, &[])
-    })
-    .await
-    .unwrap()
-    .expect("right password");
+    screenshot_async(&["-h", "127.0.0.1", "-p", &port, "-w", "s3cret"], &out, &[])
+        .await
+        .expect("right password");
     let (_, _, px) = read_ppm(&out).unwrap();
     assert_eq!(&px[..3], &[0xaa, 0x55, 0x00]);
     let (main, _) = session(tcp(addr).await, "s3cret").await;
@@ -193,28 +165,12 @@ async fn keys_reach_xterm() {
     let dir = tempdir();
     let file = dir.path().join("typed.txt");
     let mut x = Xvfb::start(800, 600);
-    let script = format!("read x; echo \"$x\" > {}", file.display());
-    x.spawn(
-        "xterm",
-        &[
-            "-geometry",
-            "80x20+0+0",
-            "-T",
-            "keyterm",
-            "-e",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    assert!(x.wait_window("keyterm"), "xterm did not map");
+    x.line_reading_xterm("80x20+0+0", "keyterm", &file);
     std::thread::sleep(Duration::from_millis(500));
     let srv = start_server(&x.name, no_auth()).await;
     let addr = srv.addr.unwrap();
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
-        .await
-        .expect("inputs link");
+    let mut inputs = link_channel(addr, sid, channel::INPUTS).await;
     inputs.expect(msg::inputs::INIT).await;
     // Client mouse mode: put the pointer over the xterm so it has the focus.
     for i in 0..4 {
@@ -240,12 +196,9 @@ async fn keys_reach_xterm() {
     inputs
         .send(&InputsClientMsg::KeyUp(0x80e0 | (0x1c << 8)))
         .await;
-    let t0 = Instant::now();
-    while !file.exists() && t0.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let got = std::fs::read_to_string(&file).expect("the xterm never got Enter");
+    let got = wait_for_file(&file)
+        .await
+        .expect("the xterm never got Enter");
     assert_eq!(got.trim_end(), "hello coop");
 }
 
@@ -277,9 +230,7 @@ async fn bad_clients_are_dropped_and_others_served() {
 
     // A linked inputs channel announcing a 1 GiB message is dropped.
     let (_main, sid) = session(tcp(addr).await, "").await;
-    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
-        .await
-        .unwrap();
+    let mut inputs = link_channel(addr, sid, channel::INPUTS).await;
     inputs.expect(msg::inputs::INIT).await;
     let mut hdr = Vec::new();
     hdr.extend_from_slice(&101u16.to_le_bytes());
@@ -292,9 +243,7 @@ async fn bad_clients_are_dropped_and_others_served() {
     assert!(closed.is_ok(), "oversized message did not drop the client");
 
     // A truncated KEY_DOWN body (2 bytes instead of 4) is malformed: dropped too.
-    let mut inputs = link(tcp(addr).await, sid, channel::INPUTS, "")
-        .await
-        .unwrap();
+    let mut inputs = link_channel(addr, sid, channel::INPUTS).await;
     inputs.expect(msg::inputs::INIT).await;
     let mut m = Vec::new();
     m.extend_from_slice(&101u16.to_le_bytes());
@@ -308,18 +257,14 @@ async fn bad_clients_are_dropped_and_others_served() {
     assert!(closed.is_ok(), "malformed message did not drop the client");
 
     // A channel claiming an unknown session is closed.
-    let mut stray = link(tcp(addr).await, 0x1234_5678, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut stray = link_channel(addr, 0x1234_5678, channel::DISPLAY).await;
     assert!(tokio::time::timeout(Duration::from_secs(5), stray.recv())
         .await
         .expect("stray kept open")
         .is_none());
 
     // Others are still served: a display channel gets its surface.
-    let mut disp = link(tcp(addr).await, sid, channel::DISPLAY, "")
-        .await
-        .unwrap();
+    let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
     disp.expect(msg::display::SURFACE_CREATE).await;
     disp.expect(msg::display::DRAW_COPY).await;
 }
@@ -381,17 +326,13 @@ async fn tls_port_serves_spice_gtk_and_rustls_client() {
     // spicy-screenshot has no CA option and spice-gtk then uses OpenSSL's default
     // verify paths, which SSL_CERT_FILE overrides.
     let out = dir.path().join("tls.ppm");
-    let (o2, ca2) = (out.clone(), ca.clone());
     let port = taddr.port().to_string();
-    let r = tokio::task::spawn_blocking(move || {
-        screenshot(
-            &["-h", "127.0.0.1", "-s", &port, "-w", "tlspw"],
-            &o2,
-            &[("SSL_CERT_FILE", ca2.to_str().unwrap())],
-        )
-    })
-    .await
-    .unwrap();
+    let r = screenshot_async(
+        &["-h", "127.0.0.1", "-s", &port, "-w", "tlspw"],
+        &out,
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    )
+    .await;
     match r {
         Ok(el) => {
             let (_, _, got) = read_ppm(&out).unwrap();
@@ -441,6 +382,41 @@ async fn tls_port_serves_spice_gtk_and_rustls_client() {
     }
 }
 
+/// An Xspice (spice-server's own X server) on display `num`; its X clients are stopped
+/// before it (fields drop in order).
+struct Xspice {
+    x: Xvfb,
+    _server: Proc,
+}
+
+impl Xspice {
+    /// Writes `conf` to `dir/{tag}.conf` and starts Xspice with it, logging to
+    /// `dir/{tag}.log`; `Err` says why it is not usable.
+    fn start(dir: &std::path::Path, tag: &str, conf: &str, num: u32) -> Result<Xspice, String> {
+        let conf_path = dir.join(format!("{tag}.conf"));
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = dir.join(format!("{tag}.log"));
+        let child = std::process::Command::new("Xspice")
+            .args([
+                "--config",
+                conf_path.to_str().unwrap(),
+                "-logfile",
+                log.to_str().unwrap(),
+            ])
+            .arg(format!(":{num}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|_| "Xspice did not start".to_string())?;
+        let server = Proc(child);
+        let x = Xvfb::attach(num);
+        if !x.ready() {
+            return Err(format!("Xspice display :{num} never answered"));
+        }
+        Ok(Xspice { x, _server: server })
+    }
+}
+
 /// Measures first-frame time and bytes against us and against Xspice on the same scene.
 /// Prints the figures; asserts only that both frames are pixel-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,12 +446,9 @@ async fn measure_first_frame_vs_xspice() {
         let srv = start_server(&x.name, no_auth()).await;
         let p = srv.addr.unwrap().port().to_string();
         let out = dir.path().join("black.ppm");
-        let el = tokio::task::spawn_blocking(move || {
-            screenshot(&["-h", "127.0.0.1", "-p", &p], &out, &[])
-        })
-        .await
-        .unwrap()
-        .expect("black screen");
+        let el = screenshot_async(&["-h", "127.0.0.1", "-p", &p], &out, &[])
+            .await
+            .expect("black screen");
         eprintln!(
             "MEASURE black 1024x768: display channel {} bytes, spicy-screenshot {:.0} ms",
             srv.stats.stats().display_bytes_out,
@@ -488,13 +461,9 @@ async fn measure_first_frame_vs_xspice() {
     let mut ours = Vec::new();
     for i in 0..5 {
         let out = dir.path().join(format!("ours{i}.ppm"));
-        let p = port.clone();
-        let el = tokio::task::spawn_blocking(move || {
-            screenshot(&["-h", "127.0.0.1", "-p", &p], &out, &[])
-        })
-        .await
-        .unwrap()
-        .expect("ours");
+        let el = screenshot_async(&["-h", "127.0.0.1", "-p", &port], &out, &[])
+            .await
+            .expect("ours");
         ours.push(el.as_secs_f64() * 1e3);
     }
     let bytes_per_frame = srv.stats.stats().display_bytes_out / 5;
@@ -507,42 +476,20 @@ async fn measure_first_frame_vs_xspice() {
         "\"SpicePort\" \"5912\"",
         &format!("\"SpicePort\" \"{xs_port}\""),
     );
-    let conf_path = dir.path().join("xspice.conf");
-    std::fs::write(&conf_path, conf).unwrap();
     let num = 600 + (std::process::id() % 200);
-    let log = dir.path().join("xspice.log");
-    let child = std::process::Command::new("Xspice")
-        .args([
-            "--config",
-            conf_path.to_str().unwrap(),
-            "-logfile",
-            log.to_str().unwrap(),
-            &format!(":{num}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
-        eprintln!("SKIP: Xspice did not start");
-        return;
+    let mut xs = match Xspice::start(dir.path(), "xspice", &conf, num) {
+        Ok(xs) => xs,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
     };
-    let _xs = Proc(child);
-    let mut xs = Xvfb::attach(num);
-    if !xs.ready() {
-        eprintln!("SKIP: Xspice display :{num} never answered");
-        return;
-    }
-    scene(&mut xs, dir.path());
+    scene(&mut xs.x, dir.path());
     let mut theirs = Vec::new();
     for i in 0..5 {
         let out = dir.path().join(format!("xspice{i}.ppm"));
         let p = xs_port.to_string();
-        match tokio::task::spawn_blocking(move || {
-            screenshot(&["-h", "127.0.0.1", "-p", &p], &out, &[])
-        })
-        .await
-        .unwrap()
-        {
+        match screenshot_async(&["-h", "127.0.0.1", "-p", &p], &out, &[]).await {
             Ok(el) => theirs.push(el.as_secs_f64() * 1e3),
             Err(e) => {
                 eprintln!("SKIP (Xspice part): {e}");
@@ -628,13 +575,8 @@ async fn first_frame_bytes(
 ) -> Option<(u64, usize)> {
     let (relay, count) = display_byte_relay(target).await;
     let out = dir.join("measure.ppm");
-    let o2 = out.clone();
     let port = relay.port().to_string();
-    let r = tokio::task::spawn_blocking(move || {
-        screenshot(&["-h", "127.0.0.1", "-p", &port], &o2, &[])
-    })
-    .await
-    .unwrap();
+    let r = screenshot_async(&["-h", "127.0.0.1", "-p", &port], &out, &[]).await;
     if let Err(e) = r {
         eprintln!("screenshot failed: {e}");
         return None;
@@ -718,33 +660,16 @@ async fn measure_first_frame_bytes_per_codec_vs_xspice() {
                 "#Option \"SpiceImageCompression\" \"\"",
                 &format!("Option \"SpiceImageCompression\" \"{name}\""),
             );
-        let conf_path = dir.path().join(format!("xspice-{name}.conf"));
-        std::fs::write(&conf_path, conf).unwrap();
         let num = 600 + (std::process::id() % 200) + i as u32;
-        let log = dir.path().join(format!("xspice-{name}.log"));
-        let Ok(child) = std::process::Command::new("Xspice")
-            .args([
-                "--config",
-                conf_path.to_str().unwrap(),
-                "-logfile",
-                log.to_str().unwrap(),
-            ])
-            .arg(format!(":{num}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        else {
-            eprintln!("SKIP (Xspice part): Xspice did not start");
-            return;
+        let mut xs = match Xspice::start(dir.path(), &format!("xspice-{name}"), &conf, num) {
+            Ok(xs) => xs,
+            Err(e) => {
+                eprintln!("SKIP (Xspice part): {e}");
+                return;
+            }
         };
-        let _xs = Proc(child);
-        let mut xs = Xvfb::attach(num);
-        if !xs.ready() {
-            eprintln!("SKIP (Xspice part): display :{num} never answered");
-            return;
-        }
-        scene(&mut xs, dir.path());
-        let (_, _, want) = xs.reference(dir.path());
+        scene(&mut xs.x, dir.path());
+        let (_, _, want) = xs.x.reference(dir.path());
         let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         match first_frame_bytes(target, dir.path(), &want).await {
             Some((bytes, d)) => {

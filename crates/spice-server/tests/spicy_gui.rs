@@ -15,30 +15,12 @@ async fn keys_typed_into_spicy_reach_the_served_xterm() {
     let dir = tempdir();
     let file = dir.path().join("typed.txt");
     let mut served = Xvfb::start(800, 600);
-    let script = format!("read x; echo \"$x\" > {}", file.display());
-    served.spawn(
-        "xterm",
-        &[
-            "-geometry",
-            "80x20+0+0",
-            "-T",
-            "target",
-            "-e",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    assert!(served.wait_window("target"), "xterm did not map");
+    served.line_reading_xterm("80x20+0+0", "target", &file);
     let srv = start_server(&served.name, no_auth()).await;
     let port = srv.addr.unwrap().port().to_string();
 
     let mut viewer = Xvfb::start(1280, 1024);
-    viewer.spawn("spicy", &["-h", "127.0.0.1", "-p", &port]);
-    assert!(
-        viewer.wait_window("spice display"),
-        "spicy did not open its display window"
-    );
+    viewer.spicy(&port);
     // spicy links main, display, inputs and cursor.
     let t0 = Instant::now();
     while srv.stats.stats().connections < 4 && t0.elapsed() < Duration::from_secs(10) {
@@ -49,12 +31,11 @@ async fn keys_typed_into_spicy_reach_the_served_xterm() {
         "spicy did not link all channels"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let out = std::process::Command::new("xdotool")
-        .args(["search", "--onlyvisible", "--name", "spice display"])
-        .env("DISPLAY", &viewer.name)
-        .output()
-        .unwrap();
-    let win = String::from_utf8_lossy(&out.stdout)
+    let win = viewer
+        .output(
+            "xdotool",
+            &["search", "--onlyvisible", "--name", "spice display"],
+        )
         .lines()
         .next()
         .expect("spicy window id")
@@ -64,35 +45,10 @@ async fn keys_typed_into_spicy_reach_the_served_xterm() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(viewer.run("xdotool", &["type", "--delay", "40", "typed in spicy"]));
     assert!(viewer.run("xdotool", &["key", "Return"]));
-    let t0 = Instant::now();
-    while !file.exists() && t0.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let got = std::fs::read_to_string(&file).expect("the served xterm never got Enter");
+    let got = wait_for_file(&file)
+        .await
+        .expect("the served xterm never got Enter");
     assert_eq!(got.trim_end(), "typed in spicy");
-}
-
-/// PSNR in dB of two equally sized RGB buffers (infinite when equal).
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let se: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    if se == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0f64 * 255.0 * a.len() as f64 / se).log10()
-}
-
-fn crop(rgb: &[u8], stride_w: u32, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
-    (y..y + h)
-        .flat_map(|r| {
-            let o = ((r * stride_w + x) * 3) as usize;
-            rgb[o..o + w as usize * 3].to_vec()
-        })
-        .collect()
 }
 
 /// spicy shows the MJPEG video stream the server makes of an animation: the area in
@@ -110,31 +66,13 @@ async fn spicy_displays_the_video_stream() {
     // A colour spicy's own widgets do not use marks where the served screen starts.
     let (br, bg, bb) = (0x20u8, 0x60u8, 0x30u8);
     assert!(served.run("xsetroot", &["-solid", "#206030"]));
-    let mut frames = Vec::new();
-    for i in 0..6 {
-        let f = dir.path().join(format!("f{i}.png"));
-        let ok = std::process::Command::new("convert")
-            .args(["-seed", &(i + 1).to_string(), "-size", "200x150", "plasma:"])
-            .arg(&f)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "convert frame failed");
-        frames.push(f.to_str().unwrap().to_string());
-    }
-    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "video"];
-    args.extend(frames.iter().map(String::as_str));
-    served.spawn("animate", &args);
-    assert!(served.wait_window("video"), "animate did not map");
+    let frames = plasma_frames(dir.path(), "f", 6, "200x150");
+    served.animate(&frames, "video");
     let srv = start_server(&served.name, no_auth()).await;
     let port = srv.addr.unwrap().port().to_string();
 
     let mut viewer = Xvfb::start(1280, 1024);
-    viewer.spawn("spicy", &["-h", "127.0.0.1", "-p", &port]);
-    assert!(
-        viewer.wait_window("spice display"),
-        "spicy did not open its display window"
-    );
+    viewer.spicy(&port);
     let t0 = Instant::now();
     while srv.stats.stats().video_frames < 20 {
         assert!(

@@ -168,6 +168,79 @@ impl Xvfb {
         }
         false
     }
+
+    /// What a client on this display prints (stdout, lossily decoded).
+    pub fn output(&self, cmd: &str, args: &[&str]) -> String {
+        let o = Command::new(cmd)
+            .args(args)
+            .env("DISPLAY", &self.name)
+            .output()
+            .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// The id of the first window whose name matches `name` (xdotool search).
+    pub fn window_id(&self, name: &str) -> String {
+        self.output("xdotool", &["search", "--name", name])
+            .lines()
+            .next()
+            .unwrap_or_else(|| panic!("no window named {name}"))
+            .to_string()
+    }
+
+    /// Shows the image file `path` in an ImageMagick `display` window titled `title`
+    /// at `geometry` (e.g. `+100+100`).
+    pub fn show_image(&mut self, title: &str, geometry: &str, path: &Path) {
+        self.spawn(
+            "display",
+            &[
+                "-title",
+                title,
+                "-geometry",
+                geometry,
+                path.to_str().unwrap(),
+            ],
+        );
+    }
+
+    /// Animates `frames` at 25 frames a second in a window titled `title` at +100+80,
+    /// and waits until it is mapped.
+    pub fn animate(&mut self, frames: &[String], title: &str) {
+        let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", title];
+        args.extend(frames.iter().map(String::as_str));
+        self.spawn("animate", &args);
+        assert!(self.wait_window(title), "animate did not map");
+    }
+
+    /// An xterm titled `title` at `geometry` that reads one line and writes it to
+    /// `file`; waits until it is mapped.
+    pub fn line_reading_xterm(&mut self, geometry: &str, title: &str, file: &Path) {
+        let script = format!("read x; echo \"$x\" > {}", file.display());
+        self.spawn(
+            "xterm",
+            &[
+                "-geometry",
+                geometry,
+                "-T",
+                title,
+                "-e",
+                "sh",
+                "-c",
+                &script,
+            ],
+        );
+        assert!(self.wait_window(title), "xterm did not map");
+    }
+
+    /// Starts spice-gtk's `spicy` on this display against 127.0.0.1:`port` and waits
+    /// for its display window.
+    pub fn spicy(&mut self, port: &str) {
+        self.spawn("spicy", &["-h", "127.0.0.1", "-p", port]);
+        assert!(
+            self.wait_window("spice display"),
+            "spicy did not open its display window"
+        );
+    }
 }
 
 /// Parses a binary PPM (P6, maxval 255).
@@ -205,6 +278,88 @@ pub fn read_ppm(p: &Path) -> Option<(u32, u32, Vec<u8>)> {
 /// Number of differing pixels.
 pub fn diff_pixels(a: &[u8], b: &[u8]) -> usize {
     a.chunks(3).zip(b.chunks(3)).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len()) / 3
+}
+
+/// Runs ImageMagick's `convert ARGS OUT`, asserting it succeeded; returns OUT as a string.
+pub fn convert(args: &[&str], out: &Path) -> String {
+    let ok = Command::new("convert")
+        .args(args)
+        .arg(out)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "convert {} {} failed", args.join(" "), out.display());
+    out.to_str().unwrap().to_string()
+}
+
+/// A plasma image `dir/name` of `size` (e.g. `200x150`) from random seed `seed`.
+pub fn plasma(dir: &Path, name: &str, size: &str, seed: u32) -> String {
+    convert(
+        &["-seed", &seed.to_string(), "-size", size, "plasma:"],
+        &dir.join(name),
+    )
+}
+
+/// `count` plasma frames `dir/{prefix}{i}.png` (seeds 1, 2, …) for an animation.
+pub fn plasma_frames(dir: &Path, prefix: &str, count: u32, size: &str) -> Vec<String> {
+    (0..count)
+        .map(|i| plasma(dir, &format!("{prefix}{i}.png"), size, i + 1))
+        .collect()
+}
+
+/// PSNR in dB of two equally sized RGB buffers (infinite when equal).
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let se: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    if se == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (255.0f64 * 255.0 * a.len() as f64 / se).log10()
+}
+
+/// RGB bytes of the `w`×`h` area at (`x`, `y`) of a `stride_w`-wide RGB screen.
+pub fn crop(rgb: &[u8], stride_w: u32, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
+    (y..y + h)
+        .flat_map(|r| {
+            let o = ((r * stride_w + x) * 3) as usize;
+            rgb[o..o + w as usize * 3].to_vec()
+        })
+        .collect()
+}
+
+/// Waits up to 10 s for `file` to appear, gives its writer 100 ms more, and reads it.
+pub async fn wait_for_file(file: &Path) -> std::io::Result<String> {
+    let t0 = Instant::now();
+    while !file.exists() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::read_to_string(file)
+}
+
+/// [`screenshot`] on a blocking thread, for async tests.
+pub async fn screenshot_async(
+    args: &[&str],
+    out: &Path,
+    env: &[(&str, &str)],
+) -> Result<Duration, String> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let out = out.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        screenshot(&args, &out, &env)
+    })
+    .await
+    .expect("screenshot thread")
 }
 
 /// Runs spicy-screenshot; `Ok(elapsed)` when it wrote the file.
@@ -443,6 +598,57 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(20), f)
             .await
             .unwrap_or_else(|_| panic!("no message of type {t}"))
+    }
+}
+
+/// Links channel `ch` of session `sid` on a new TCP connection, without a password.
+pub async fn link_channel(addr: std::net::SocketAddr, sid: u32, ch: u8) -> Client {
+    link(tcp(addr).await, sid, ch, "")
+        .await
+        .unwrap_or_else(|s| panic!("link of channel type {ch} failed: {s:?}"))
+}
+
+/// The display channel INIT spice-gtk sends: a 4 MiB pixmap cache, a 2 MiB GLZ window.
+pub fn spice_gtk_display_init() -> spice_proto::DisplayClientMsg {
+    spice_proto::DisplayClientMsg::Init {
+        pixmap_cache_id: 1,
+        pixmap_cache_size: 4 << 20,
+        glz_dictionary_id: 1,
+        glz_dictionary_window_size: 1 << 21,
+    }
+}
+
+/// Applies display messages to `canvas` up to and including the first MARK (the end of
+/// the first frame).
+pub async fn read_first_frame(disp: &mut Client, canvas: &mut Canvas) {
+    loop {
+        let m = disp.recv().await.expect("display closed");
+        canvas.apply(&m);
+        if m.msg_type == msg::display::MARK {
+            break;
+        }
+    }
+}
+
+/// Follows the display channel until the canvas equals the X screen (or panics).
+pub async fn follow_until_equal(x: &Xvfb, disp: &mut Client, canvas: &mut Canvas, dir: &Path) {
+    let t0 = Instant::now();
+    let mut last_check = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "client canvas never matched the X screen"
+        );
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), disp.recv()).await {
+            canvas.apply(&m.expect("display channel closed"));
+        }
+        if last_check.elapsed() > Duration::from_millis(300) {
+            last_check = Instant::now();
+            let (w, h, want) = tokio::task::block_in_place(|| x.reference(dir));
+            if (w, h) == (canvas.w, canvas.h) && diff_pixels(&canvas.rgb(), &want) == 0 {
+                return;
+            }
+        }
     }
 }
 
@@ -693,6 +899,18 @@ pub struct FakeState {
     pub events: Vec<spice_server::coop_display::SourceEvent>,
     pub keys: Vec<(u32, bool)>,
     pub resizes: Vec<(u32, u32)>,
+}
+
+impl FakeState {
+    /// A `w`×`h` screen with every byte `byte`, shared with its [`FakeSource`].
+    pub fn shared(w: u32, h: u32, byte: u8) -> std::sync::Arc<std::sync::Mutex<FakeState>> {
+        std::sync::Arc::new(std::sync::Mutex::new(FakeState {
+            w,
+            h,
+            px: vec![byte; (w * h * 4) as usize],
+            ..Default::default()
+        }))
+    }
 }
 
 /// An in-memory display source the test drives directly.
