@@ -4,26 +4,67 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use spice_codecs::{lz, quic, ImageRef};
 
 fn oracle() -> Option<PathBuf> {
-    match std::env::var_os("SPICE_CODECS_ORACLE") {
-        Some(p) if PathBuf::from(&p).exists() => Some(PathBuf::from(p)),
-        _ => {
-            eprintln!("SKIP: SPICE_CODECS_ORACLE is not set to spice-common's codec oracle");
-            None
-        }
+    oracle_from("SPICE_CODECS_ORACLE", "spice-common's codec oracle")
+}
+
+/// The oracle program named by the environment variable `var`, or `None` after printing
+/// a SKIP saying it is not set to `what`.
+fn oracle_from(var: &str, what: &str) -> Option<PathBuf> {
+    let p = std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    if p.is_none() {
+        eprintln!("SKIP: {var} is not set to {what}");
     }
+    p
+}
+
+/// A packed 32-bit `w`×`h` image over `data`.
+fn image(w: u32, h: u32, data: &[u8]) -> ImageRef<'_> {
+    ImageRef {
+        width: w,
+        height: h,
+        stride: w as usize * 4,
+        data,
+    }
+}
+
+/// What a decoder gives back for `data` encoded as RGBA (`alpha`) or as RGB32 (the
+/// fourth byte zero).
+fn expected(data: &[u8], alpha: bool) -> Vec<u8> {
+    if alpha {
+        data.to_vec()
+    } else {
+        strip_x(data)
+    }
+}
+
+/// Runs an oracle encoder: `TOOL TYPE W H RAW OUT`.
+fn oracle_encode(oracle: &Path, tool: &str, ty: u32, w: u32, h: u32, raw: &Path, out: &Path) {
+    run(
+        oracle,
+        &[
+            tool,
+            &ty.to_string(),
+            &w.to_string(),
+            &h.to_string(),
+            raw.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
 }
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("spice-codecs-oracle-{}-{name}", std::process::id()))
 }
 
-fn run(oracle: &PathBuf, args: &[&str]) -> String {
+fn run<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(oracle: &Path, args: &[S]) -> String {
     let out = Command::new(oracle)
         .args(args)
         .output()
@@ -63,12 +104,7 @@ fn strip_x(v: &[u8]) -> Vec<u8> {
 fn our_lz_decodes_with_spice_and_back() {
     let Some(o) = oracle() else { return };
     for (name, w, h, data) in images() {
-        let img = ImageRef {
-            width: w,
-            height: h,
-            stride: w as usize * 4,
-            data: &data,
-        };
+        let img = image(w, h, &data);
         for ty in [lz::LzImageType::Rgb32, lz::LzImageType::Rgba] {
             let enc = lz::encode(&img, ty).unwrap();
             let (fi, fo) = (
@@ -78,11 +114,7 @@ fn our_lz_decodes_with_spice_and_back() {
             std::fs::write(&fi, &enc).unwrap();
             run(&o, &["lz-dec", fi.to_str().unwrap(), fo.to_str().unwrap()]);
             let theirs = std::fs::read(&fo).unwrap();
-            let want = if ty == lz::LzImageType::Rgba {
-                data.clone()
-            } else {
-                strip_x(&data)
-            };
+            let want = expected(&data, ty == lz::LzImageType::Rgba);
             assert!(
                 theirs == want,
                 "{name} {ty:?}: spice decodes our LZ differently"
@@ -90,19 +122,7 @@ fn our_lz_decodes_with_spice_and_back() {
             // and spice's encoder output decodes with ours
             let raw = tmp(&format!("{name}-in.raw"));
             std::fs::write(&raw, &data).unwrap();
-            let (ws, hs) = (w.to_string(), h.to_string());
-            let tys = (ty as u32).to_string();
-            run(
-                &o,
-                &[
-                    "lz-enc",
-                    &tys,
-                    &ws,
-                    &hs,
-                    raw.to_str().unwrap(),
-                    fi.to_str().unwrap(),
-                ],
-            );
+            oracle_encode(&o, "lz-enc", ty as u32, w, h, &raw, &fi);
             let spice_bytes = std::fs::read(&fi).unwrap();
             let ours = lz::decode(&spice_bytes, None).unwrap();
             assert!(
@@ -125,30 +145,13 @@ fn our_lz_decodes_with_spice_and_back() {
 fn quic_is_bit_identical_to_spice() {
     let Some(o) = oracle() else { return };
     for (name, w, h, data) in images() {
-        let img = ImageRef {
-            width: w,
-            height: h,
-            stride: w as usize * 4,
-            data: &data,
-        };
+        let img = image(w, h, &data);
         for ty in [quic::QuicImageType::Rgb32, quic::QuicImageType::Rgba] {
             let ours = quic::encode(&img, ty).unwrap();
             let raw = tmp(&format!("{name}-q.raw"));
             let enc = tmp(&format!("{name}-q.bin"));
             std::fs::write(&raw, &data).unwrap();
-            let (ws, hs) = (w.to_string(), h.to_string());
-            let tys = (ty as u32).to_string();
-            run(
-                &o,
-                &[
-                    "quic-enc",
-                    &tys,
-                    &ws,
-                    &hs,
-                    raw.to_str().unwrap(),
-                    enc.to_str().unwrap(),
-                ],
-            );
+            oracle_encode(&o, "quic-enc", ty as u32, w, h, &raw, &enc);
             let theirs = std::fs::read(&enc).unwrap();
             assert!(
                 ours == theirs,
@@ -157,11 +160,7 @@ fn quic_is_bit_identical_to_spice() {
                 theirs.len()
             );
             let dec = quic::decode(&theirs).unwrap();
-            let want = if ty == quic::QuicImageType::Rgba {
-                data.clone()
-            } else {
-                strip_x(&data)
-            };
+            let want = expected(&data, ty == quic::QuicImageType::Rgba);
             assert!(dec.data == want, "{name} {ty:?}: decode differs");
             for f in [raw, enc] {
                 let _ = std::fs::remove_file(f);
@@ -191,12 +190,7 @@ fn native(data: &[u8], fmt: &str) -> Vec<u8> {
 fn quic_other_types_are_bit_identical() {
     let Some(o) = oracle() else { return };
     for (name, w, h, data) in images() {
-        let img = ImageRef {
-            width: w,
-            height: h,
-            stride: w as usize * 4,
-            data: &data,
-        };
+        let img = image(w, h, &data);
         for (ty, fmt) in [
             (quic::QuicImageType::Rgb24, "rgb24"),
             (quic::QuicImageType::Rgb16, "rgb16"),
@@ -207,19 +201,7 @@ fn quic_other_types_are_bit_identical() {
             let enc = tmp(&format!("{name}-{fmt}.bin"));
             let dec = tmp(&format!("{name}-{fmt}.out"));
             std::fs::write(&raw, native(&data, fmt)).unwrap();
-            let (ws, hs) = (w.to_string(), h.to_string());
-            let tys = (ty as u32).to_string();
-            run(
-                &o,
-                &[
-                    "quic-enc",
-                    &tys,
-                    &ws,
-                    &hs,
-                    raw.to_str().unwrap(),
-                    enc.to_str().unwrap(),
-                ],
-            );
+            oracle_encode(&o, "quic-enc", ty as u32, w, h, &raw, &enc);
             let theirs = std::fs::read(&enc).unwrap();
             assert!(
                 ours == theirs,
@@ -250,12 +232,7 @@ fn quic_other_types_are_bit_identical() {
 fn lz_other_types_match_spice() {
     let Some(o) = oracle() else { return };
     for (name, w, h, data) in images() {
-        let img = ImageRef {
-            width: w,
-            height: h,
-            stride: w as usize * 4,
-            data: &data,
-        };
+        let img = image(w, h, &data);
         for ty in [
             lz::LzImageType::Rgb24,
             lz::LzImageType::Rgb16,
@@ -310,19 +287,7 @@ fn lz_other_types_match_spice() {
             let fi = tmp(&format!("{name}-{ty:?}.plz"));
             let fo = tmp(&format!("{name}-{ty:?}.pout"));
             std::fs::write(&raw, &idx).unwrap();
-            let (ws, hs) = (w.to_string(), h.to_string());
-            let tys = (ty as u32).to_string();
-            run(
-                &o,
-                &[
-                    "lz-enc",
-                    &tys,
-                    &ws,
-                    &hs,
-                    raw.to_str().unwrap(),
-                    fi.to_str().unwrap(),
-                ],
-            );
+            oracle_encode(&o, "lz-enc", ty as u32, w, h, &raw, &fi);
             let spice_stream = std::fs::read(&fi).unwrap();
             // Use only 16 entries for 4-bit and 2 for 1-bit, as real palettes do.
             let n = match ppb {
@@ -470,8 +435,7 @@ fn write_golden_fixtures() {
                     .to_string(),
             );
         }
-        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        run(&g, &argv);
+        run(&g, &args);
         for i in 0..3 {
             let _ = std::fs::remove_file(tmp(&format!("fx{i}.raw")));
         }
@@ -483,27 +447,13 @@ fn write_golden_fixtures() {
 /// order and fails unless every stream is consumed exactly.
 #[test]
 fn our_glz_decodes_with_spice_gtk() {
-    let Some(o) = std::env::var_os("SPICE_CODECS_GLZ_ORACLE")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    else {
-        eprintln!("SKIP: SPICE_CODECS_GLZ_ORACLE is not set to spice-gtk's GLZ decoding oracle");
+    let Some(o) = oracle_from("SPICE_CODECS_GLZ_ORACLE", "spice-gtk's GLZ decoding oracle") else {
         return;
     };
     for ty in [lz::LzImageType::Rgb32, lz::LzImageType::Rgba] {
         let mut enc = spice_codecs::glz::Encoder::new(1 << 20);
         let (w, h) = (200u32, 150u32);
-        let mut frames = Vec::new();
-        for i in 0..6u64 {
-            let mut d = common::with_alpha(common::screen(w, h, 1 + i / 2), w);
-            // scroll-like change on odd frames
-            if i % 2 == 1 {
-                d.rotate_left((w * 4 * 3) as usize);
-            }
-            frames.push(d);
-        }
-        frames.push(common::noise(w, h, 3));
-        frames.push(frames[0].clone());
+        let mut frames = glz_frames(w, h);
         // Noise with bands copied from the noise frame at other positions:
         // matches found after the encoder skipped ahead, extended backwards.
         let mut d = common::noise(w, h, 5);
@@ -519,12 +469,7 @@ fn our_glz_decodes_with_spice_gtk() {
         let mut args = Vec::new();
         let mut files = Vec::new();
         for (i, d) in frames.iter().enumerate() {
-            let img = ImageRef {
-                width: w,
-                height: h,
-                stride: w as usize * 4,
-                data: d,
-            };
+            let img = image(w, h, d);
             let (s, _) = enc.encode(&img, ty).unwrap();
             let fi = tmp(&format!("glz{i}.bin"));
             let fo = tmp(&format!("glz{i}.out"));
@@ -533,15 +478,10 @@ fn our_glz_decodes_with_spice_gtk() {
             args.push(fo.to_str().unwrap().to_string());
             files.push((fi, fo, d.clone(), s.len()));
         }
-        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        run(&o, &argv);
+        run(&o, &args);
         for (i, (fi, fo, d, len)) in files.into_iter().enumerate() {
             let got = std::fs::read(&fo).unwrap();
-            let want = if ty == lz::LzImageType::Rgba {
-                d
-            } else {
-                strip_x(&d)
-            };
+            let want = expected(&d, ty == lz::LzImageType::Rgba);
             assert!(
                 got == want,
                 "{ty:?} frame {i}: spice-gtk decodes our GLZ differently"
@@ -553,10 +493,13 @@ fn our_glz_decodes_with_spice_gtk() {
     }
 }
 
+/// Eight GLZ test frames: screens (seeds 1, 1, 2, 2, 3, 3; odd ones scrolled by three
+/// rows), noise, and the first frame again.
 fn glz_frames(w: u32, h: u32) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     for i in 0..6u64 {
         let mut d = common::with_alpha(common::screen(w, h, 1 + i / 2), w);
+        // scroll-like change on odd frames
         if i % 2 == 1 {
             d.rotate_left((w * 4 * 3) as usize);
         }
@@ -572,11 +515,10 @@ fn glz_frames(w: u32, h: u32) -> Vec<Vec<u8>> {
 /// streams, cross-image references included.
 #[test]
 fn spice_server_glz_decodes_with_ours() {
-    let Some(o) = std::env::var_os("SPICE_CODECS_GLZ_ENCODER")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    else {
-        eprintln!("SKIP: SPICE_CODECS_GLZ_ENCODER is not set to spice-server's GLZ encoder oracle");
+    let Some(o) = oracle_from(
+        "SPICE_CODECS_GLZ_ENCODER",
+        "spice-server's GLZ encoder oracle",
+    ) else {
         return;
     };
     let (w, h) = (200u32, 150u32);
@@ -592,29 +534,19 @@ fn spice_server_glz_decodes_with_ours() {
             args.push(fo.to_str().unwrap().to_string());
             outs.push((fi, fo));
         }
-        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        run(&o, &argv);
+        run(&o, &args);
         let mut win = spice_codecs::glz::Window::default();
         let mut ours_enc = spice_codecs::glz::Encoder::default();
         for (i, ((fi, fo), d)) in outs.into_iter().zip(&frames).enumerate() {
             let s = std::fs::read(&fo).unwrap();
             let (b, id) = spice_codecs::glz::decode(&mut win, &s, None).unwrap();
             assert_eq!(id, i as u64);
-            let want = if ty == lz::LzImageType::Rgba {
-                d.clone()
-            } else {
-                strip_x(d)
-            };
+            let want = expected(d, ty == lz::LzImageType::Rgba);
             assert!(
                 b.data == want,
                 "{ty:?} frame {i}: we decode spice-server's GLZ differently"
             );
-            let img = ImageRef {
-                width: w,
-                height: h,
-                stride: w as usize * 4,
-                data: d,
-            };
+            let img = image(w, h, d);
             let mine = ours_enc.encode(&img, ty).unwrap().0.len();
             eprintln!(
                 "{ty:?} frame {i}: spice-server {} bytes, ours {mine} bytes",
@@ -630,11 +562,10 @@ fn spice_server_glz_decodes_with_ours() {
 /// RGB24 and the palette types), three frames sharing one dictionary.
 #[test]
 fn spice_server_glz_other_types_decode_with_ours() {
-    let Some(o) = std::env::var_os("SPICE_CODECS_GLZ_ENCODER")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    else {
-        eprintln!("SKIP: SPICE_CODECS_GLZ_ENCODER is not set to spice-server's GLZ encoder oracle");
+    let Some(o) = oracle_from(
+        "SPICE_CODECS_GLZ_ENCODER",
+        "spice-server's GLZ encoder oracle",
+    ) else {
         return;
     };
     let (w, h) = (101u32, 37u32);
@@ -710,8 +641,7 @@ fn spice_server_glz_other_types_decode_with_ours() {
             files.push((fi, fo));
             expected.push(want);
         }
-        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        run(&o, &argv);
+        run(&o, &args);
         let mut win = spice_codecs::glz::Window::default();
         let n = match ppb {
             0 | 1 => 256,
@@ -736,11 +666,7 @@ fn spice_server_glz_other_types_decode_with_ours() {
 /// pixels in spice-gtk's GLZ template as in ours.
 #[test]
 fn xspice_glz_session_matches_spice_gtk() {
-    let Some(o) = std::env::var_os("SPICE_CODECS_GLZ_ORACLE")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    else {
-        eprintln!("SKIP: SPICE_CODECS_GLZ_ORACLE is not set to spice-gtk's GLZ decoding oracle");
+    let Some(o) = oracle_from("SPICE_CODECS_GLZ_ORACLE", "spice-gtk's GLZ decoding oracle") else {
         return;
     };
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xspice");
@@ -758,8 +684,7 @@ fn xspice_glz_session_matches_spice_gtk() {
         args.push(fo.to_str().unwrap().to_string());
         outs.push(fo);
     }
-    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    run(&o, &argv);
+    run(&o, &args);
     let mut win = spice_codecs::glz::Window::default();
     for (n, fo) in names.iter().zip(outs) {
         let (b, _) = spice_codecs::glz::decode(&mut win, &std::fs::read(n).unwrap(), None).unwrap();
