@@ -24,6 +24,39 @@ fn count(counts: &[(u8, u64)], t: u8) -> u64 {
     counts.iter().find(|(k, _)| *k == t).map_or(0, |(_, n)| *n)
 }
 
+/// Image counts with the types named, for the log.
+fn named(counts: &[(u8, u64)]) -> Vec<(&'static str, u64)> {
+    counts
+        .iter()
+        .map(|(t, n)| (image_type_name(*t), *n))
+        .collect()
+}
+
+/// `convert ARGS OUT`, insisting it succeeded.
+fn convert(args: &[&str], out: &std::path::Path) {
+    let st = std::process::Command::new("convert")
+        .args(args)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "convert {args:?} {}", out.display());
+}
+
+/// A display-only session on `port`, with `compression` preferred when given.
+async fn connect(port: u16, compression: Option<u8>) -> Session {
+    let mut cfg = ClientConfig::new("127.0.0.1", port);
+    cfg.preferred_compression = compression;
+    cfg.all_channels = false;
+    Session::connect(cfg).await.unwrap()
+}
+
+/// Waits until the display has been quiet for a while (see the constants).
+async fn complete(s: &Session) {
+    s.wait_display_complete(QUIET, SETTLE, TIMEOUT)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_compression_gives_the_x_servers_pixels() {
     let Some(mut x) = Xspice::start(1, None) else {
@@ -36,12 +69,10 @@ async fn every_compression_gives_the_x_servers_pixels() {
     }
     let photo = x.dir.path().join("photo.png");
     if have_clients {
-        let st = std::process::Command::new("convert")
-            .args(["-size", "320x240", "-seed", "3", "plasma:fractal"])
-            .arg(&photo)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        convert(
+            &["-size", "320x240", "-seed", "3", "plasma:fractal"],
+            &photo,
+        );
     }
     x.run(&[
         "xsetroot", "-mod", "16", "16", "-fg", "#884422", "-bg", "#224488",
@@ -65,13 +96,8 @@ async fn every_compression_gives_the_x_servers_pixels() {
         ("lz4", ic::LZ4, Some(image_type::LZ4)),
     ];
     for (i, (name, comp, expect)) in modes.into_iter().enumerate() {
-        let mut cfg = ClientConfig::new("127.0.0.1", x.port);
-        cfg.preferred_compression = Some(comp);
-        cfg.all_channels = false;
-        let s = Session::connect(cfg).await.unwrap();
-        s.wait_display_complete(QUIET, SETTLE, TIMEOUT)
-            .await
-            .unwrap();
+        let s = connect(x.port, Some(comp)).await;
+        complete(&s).await;
         let reference = x.import();
         assert_same(
             &format!("{name}-initial"),
@@ -98,17 +124,12 @@ async fn every_compression_gives_the_x_servers_pixels() {
         }
         x.run(&["xsetroot", "-solid", &format!("#{:02x}5030", 40 * i)]);
         settle();
-        s.wait_display_complete(QUIET, SETTLE, TIMEOUT)
-            .await
-            .unwrap();
+        complete(&s).await;
         let reference = x.import();
         let counts = s.image_counts();
         eprintln!(
             "{name}: images {:?}, display messages {:?}",
-            counts
-                .iter()
-                .map(|(t, n)| (image_type_name(*t), *n))
-                .collect::<Vec<_>>(),
+            named(&counts),
             s.display_message_counts()
         );
         assert_same(
@@ -146,9 +167,7 @@ async fn wrong_password_is_an_authentication_failure() {
     cfg.password = "s3cret".into();
     cfg.all_channels = false;
     let s = Session::connect(cfg).await.unwrap();
-    s.wait_display_complete(QUIET, SETTLE, TIMEOUT)
-        .await
-        .unwrap();
+    complete(&s).await;
     assert!(s.screen().is_some());
 }
 
@@ -173,33 +192,17 @@ async fn animation_arrives_as_a_drawn_mjpeg_stream() {
     let mut frames = Vec::new();
     for i in 0..6 {
         let f = x.dir.path().join(format!("f{i}.gif"));
-        let st = std::process::Command::new("convert")
-            .args([
-                "-size",
-                "240x180",
-                "-seed",
-                &i.to_string(),
-                "plasma:fractal",
-            ])
-            .arg(&f)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let seed = i.to_string();
+        convert(&["-size", "240x180", "-seed", &seed, "plasma:fractal"], &f);
         frames.push(f.to_str().unwrap().to_string());
     }
     let anim = x.dir.path().join("anim.gif");
-    let st = std::process::Command::new("convert")
-        .args(["-delay", "4", "-loop", "0"])
-        .args(&frames)
-        .arg(&anim)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let mut args = vec!["-delay", "4", "-loop", "0"];
+    args.extend(frames.iter().map(String::as_str));
+    convert(&args, &anim);
     x.spawn(&["animate", "-geometry", "+100+100", anim.to_str().unwrap()]);
     settle();
-    let mut cfg = ClientConfig::new("127.0.0.1", x.port);
-    cfg.all_channels = false;
-    let s = Session::connect(cfg).await.unwrap();
+    let s = connect(x.port, None).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let drawn = s.with_display(|d| d.map_or(0, |d| d.stream_frames));
     assert!(s.error().is_none(), "{:?}", s.error());
@@ -257,24 +260,17 @@ async fn jpeg_and_zlib_glz_images() {
         return;
     };
     let photo = x.dir.path().join("photo.png");
-    let st = std::process::Command::new("convert")
-        .args(["-size", "300x200", "-seed", "11", "plasma:fractal"])
-        .arg(&photo)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    convert(
+        &["-size", "300x200", "-seed", "11", "plasma:fractal"],
+        &photo,
+    );
     x.run(&["xsetroot", "-solid", "#203040"]);
     for (i, (comp, lossy)) in [(ic::AUTO_GLZ, true), (ic::GLZ, false)]
         .into_iter()
         .enumerate()
     {
-        let mut cfg = ClientConfig::new("127.0.0.1", x.port);
-        cfg.preferred_compression = Some(comp);
-        cfg.all_channels = false;
-        let s = Session::connect(cfg).await.unwrap();
-        s.wait_display_complete(QUIET, SETTLE, TIMEOUT)
-            .await
-            .unwrap();
+        let s = connect(x.port, Some(comp)).await;
+        complete(&s).await;
         x.spawn(&[
             "display",
             "-geometry",
@@ -282,18 +278,10 @@ async fn jpeg_and_zlib_glz_images() {
             photo.to_str().unwrap(),
         ]);
         settle();
-        s.wait_display_complete(QUIET, SETTLE, TIMEOUT)
-            .await
-            .unwrap();
+        complete(&s).await;
         let reference = x.import();
         let counts = s.image_counts();
-        eprintln!(
-            "images {:?}",
-            counts
-                .iter()
-                .map(|(t, n)| (image_type_name(*t), *n))
-                .collect::<Vec<_>>()
-        );
+        eprintln!("images {:?}", named(&counts));
         assert!(
             count(&counts, image_type::ZLIB_GLZ_RGB) > 0,
             "no ZLIB_GLZ image: {counts:?}"
