@@ -32,6 +32,14 @@ impl Drop for CgGuard {
     }
 }
 
+/// A new cgroup `unique(tag)`, created, and the guard that destroys it.
+fn created(h: &Hierarchy, tag: &str) -> (Cgroup, CgGuard) {
+    let cg = Cgroup::new(h, &unique(tag));
+    let guard = CgGuard(cg.clone());
+    cg.create().unwrap();
+    (cg, guard)
+}
+
 /// Kills and reaps the child when the test ends.
 struct ChildGuard(Child);
 impl ChildGuard {
@@ -137,6 +145,36 @@ fn measure_cpu(cg: &Cgroup, wall: Duration) -> f64 {
     (u1 - u0) as f64 / dt.as_nanos() as f64
 }
 
+/// Half a CPU, 64 MiB and 50 pids: a limit on each of the three controllers.
+fn three_limits() -> Limits {
+    Limits {
+        cpu: Some(0.5),
+        memory: Some(64 << 20),
+        pids: Some(50),
+        cpuset: None,
+    }
+}
+
+/// The stats of a cgroup under [`three_limits`] with one process in it.
+fn assert_three_limits_in_stats(s: &coop_cgroups::Stats) {
+    assert_eq!(s.pids_current, Some(1));
+    assert_eq!(s.pids_max, Some(50));
+    assert_eq!(s.memory_limit, Some(64 << 20));
+    assert_eq!(s.cpu_quota, Some(0.5));
+}
+
+/// A busy loop in `cg` (limited to half a CPU): asserts it uses 0.5 CPU (±0.05) over 3 s,
+/// `label` naming the case in the log. Returns the loop, still running.
+fn busy_loop_uses_half_a_cpu(cg: &Cgroup, label: &str) -> ChildGuard {
+    let child = spawn("while :; do :; done");
+    cg.add_process(child.pid()).unwrap();
+    sleep(Duration::from_millis(300));
+    let used = measure_cpu(cg, Duration::from_secs(3));
+    eprintln!("{label} busy loop with cpu=0.5 used {used:.3} CPU over 3 s");
+    assert!((used - 0.5).abs() <= 0.05, "used {used:.3} CPU");
+    child
+}
+
 #[test]
 fn detect_matches_this_host() {
     need!(if is_root() { Ok(()) } else { Err("not root") });
@@ -183,13 +221,7 @@ fn v1_lifecycle() {
         assert!(cg.unified_path().unwrap().is_dir());
     }
 
-    cg.apply_limits(&Limits {
-        cpu: Some(0.5),
-        memory: Some(64 << 20),
-        pids: Some(50),
-        cpuset: None,
-    })
-    .unwrap();
+    cg.apply_limits(&three_limits()).unwrap();
     let cpu = cg.path("cpu").unwrap();
     assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
     assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
@@ -267,10 +299,7 @@ fn v1_lifecycle() {
 
     let s = cg.stats().unwrap();
     eprintln!("stats: {s:?}");
-    assert_eq!(s.pids_current, Some(1));
-    assert_eq!(s.pids_max, Some(50));
-    assert_eq!(s.memory_limit, Some(64 << 20));
-    assert_eq!(s.cpu_quota, Some(0.5));
+    assert_three_limits_in_stats(&s);
     assert!(s.cpu_usage_ns.is_some());
     assert!(s.memory_bytes.is_some());
     assert!(s.cpuset.is_some());
@@ -321,9 +350,7 @@ fn v1_destroy_nested_children_first() {
 #[test]
 fn v1_cpu_quota_measured() {
     let h = need!(v1_host());
-    let cg = Cgroup::new(&h, &unique("busy"));
-    let _g = CgGuard(cg.clone());
-    cg.create().unwrap();
+    let (cg, _g) = created(&h, "busy");
     cg.apply_limits(&Limits {
         cpu: Some(0.5),
         ..Default::default()
@@ -332,12 +359,7 @@ fn v1_cpu_quota_measured() {
     // Other work shares this 2-core machine; a large weight keeps the loop from being
     // starved below its quota, so what we measure is the quota itself.
     cg.set_v1("cpu.shares", "262144").unwrap();
-    let child = spawn("while :; do :; done");
-    cg.add_process(child.pid()).unwrap();
-    sleep(Duration::from_millis(300));
-    let used = measure_cpu(&cg, Duration::from_secs(3));
-    eprintln!("busy loop with cpu=0.5 used {used:.3} CPU over 3 s");
-    assert!((used - 0.5).abs() <= 0.05, "used {used:.3} CPU");
+    let _child = busy_loop_uses_half_a_cpu(&cg, "v1");
 
     // Frozen, it uses nothing; thawed, it runs again.
     cg.freeze().unwrap();
@@ -354,9 +376,7 @@ fn v1_cpu_quota_measured() {
 #[test]
 fn v1_kill_all_stops_a_forking_tree() {
     let h = need!(v1_host());
-    let cg = Cgroup::new(&h, &unique("fork"));
-    let _g = CgGuard(cg.clone());
-    cg.create().unwrap();
+    let (cg, _g) = created(&h, "fork");
     cg.apply_limits(&Limits {
         pids: Some(200),
         ..Default::default()
@@ -388,9 +408,7 @@ fn v2_core_on_real_unified_mount() {
         .map(Path::to_path_buf)
         .ok_or("no cgroup2 mount"));
     let h = Hierarchy::v2_at(&unified);
-    let cg = Cgroup::new(&h, &unique("v2core"));
-    let _g = CgGuard(cg.clone());
-    cg.create().unwrap();
+    let (cg, _g) = created(&h, "v2core");
     let dir = cg.unified_path().unwrap();
     assert!(dir.join("cgroup.procs").exists());
     let mut child = spawn_sleep();
@@ -462,16 +480,8 @@ fn v2_host() -> Result<Hierarchy, String> {
 #[test]
 fn v2_real_limits_and_lifecycle() {
     let h = need!(v2_host());
-    let cg = Cgroup::new(&h, &unique("v2life"));
-    let _g = CgGuard(cg.clone());
-    cg.create().unwrap();
-    cg.apply_limits(&Limits {
-        cpu: Some(0.5),
-        memory: Some(64 << 20),
-        pids: Some(50),
-        cpuset: None,
-    })
-    .unwrap();
+    let (cg, _g) = created(&h, "v2life");
+    cg.apply_limits(&three_limits()).unwrap();
     let d = cg.unified_path().unwrap();
     assert_eq!(read(&d.join("cpu.max")), "50000 100000");
     assert_eq!(read(&d.join("memory.max")), "67108864");
@@ -488,10 +498,7 @@ fn v2_real_limits_and_lifecycle() {
     assert!(read(&d.join("cgroup.events")).contains("frozen 1"));
     cg.thaw().unwrap();
     let s = cg.stats().unwrap();
-    assert_eq!(s.pids_current, Some(1));
-    assert_eq!(s.pids_max, Some(50));
-    assert_eq!(s.memory_limit, Some(64 << 20));
-    assert_eq!(s.cpu_quota, Some(0.5));
+    assert_three_limits_in_stats(&s);
     cg.destroy().unwrap();
     assert_eq!(child.0.wait().unwrap().signal(), Some(9));
     assert!(!cg.exists());
@@ -500,9 +507,7 @@ fn v2_real_limits_and_lifecycle() {
 #[test]
 fn v2_real_cpu_quota_measured() {
     let h = need!(v2_host());
-    let cg = Cgroup::new(&h, &unique("v2busy"));
-    let _g = CgGuard(cg.clone());
-    cg.create().unwrap();
+    let (cg, _g) = created(&h, "v2busy");
     cg.apply_limits(&Limits {
         cpu: Some(0.5),
         ..Default::default()
@@ -510,11 +515,6 @@ fn v2_real_cpu_quota_measured() {
     .unwrap();
     // See v1_cpu_quota_measured: weight against other work on the machine.
     cg.set_v2("cpu.weight", "10000").unwrap();
-    let child = spawn("while :; do :; done");
-    cg.add_process(child.pid()).unwrap();
-    sleep(Duration::from_millis(300));
-    let used = measure_cpu(&cg, Duration::from_secs(3));
-    eprintln!("v2 busy loop with cpu=0.5 used {used:.3} CPU over 3 s");
-    assert!((used - 0.5).abs() <= 0.05, "used {used:.3} CPU");
+    let _child = busy_loop_uses_half_a_cpu(&cg, "v2");
     cg.destroy().unwrap();
 }
