@@ -111,6 +111,31 @@ impl Ns {
             .success()
     }
 
+    /// One DHCP exchange on eth0 (busybox udhcpc, 5 tries): (success, stdout+stderr).
+    fn udhcpc(&self) -> (bool, String) {
+        let out = self.exec(&[
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Runs `f` on a thread inside this namespace.
     fn run<T: Send + 'static>(
         &self,
@@ -174,6 +199,21 @@ impl Env {
         panic!("no free 10.231.x.0/24");
     }
 
+    /// `setup`, insisting on success; the result and a guard that tears it down.
+    fn attach(&self, name: &str, pid: i32, spec: &[IfaceSpec]) -> (Attached, Att<'_>) {
+        let a = setup(&self.store, name, pid, spec).unwrap();
+        let g = Att::new(&self.store, &a);
+        (a, g)
+    }
+
+    /// `create_network` (with NAT)'s error as text (panics if it succeeded).
+    fn create_err(&self, name: &str, subnet: &str) -> String {
+        self.store
+            .create_network(name, subnet, true)
+            .unwrap_err()
+            .to_string()
+    }
+
     /// Our table as compact JSON without handles (they change on every rewrite).
     fn ruleset(&self) -> String {
         let out = sh(&["nft", "-j", "list", "table", "inet", &self.table]);
@@ -226,10 +266,29 @@ impl Drop for Env {
     }
 }
 
+/// Deletes a host link on drop.
+struct DelLink(String);
+
+impl Drop for DelLink {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "link", "del", &self.0]);
+    }
+}
+
 /// Tears down on drop.
 struct Att<'a> {
     store: &'a NetStore,
     a: Option<Attached>,
+}
+
+impl<'a> Att<'a> {
+    /// Guards (a copy of) `a`.
+    fn new(store: &'a NetStore, a: &Attached) -> Att<'a> {
+        Att {
+            store,
+            a: Some(a.clone()),
+        }
+    }
 }
 
 impl Drop for Att<'_> {
@@ -245,6 +304,11 @@ fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// `setup`'s error as text (panics if it succeeded).
+fn setup_err(store: &NetStore, name: &str, pid: i32, spec: &[IfaceSpec]) -> String {
+    setup(store, name, pid, spec).unwrap_err().to_string()
 }
 
 fn veth_spec(net: &str, extra: &[(&str, &str)]) -> Vec<IfaceSpec> {
@@ -318,16 +382,8 @@ fn addresses_routes_ping_restart_and_stats() {
     let c1 = format!("ct{}a", env.tag);
     let c2 = format!("ct{}b", env.tag);
     let spec1 = veth_spec(&net, &[("0.ipv4.gateway", "auto")]);
-    let a1 = setup(&env.store, &c1, ns1.pid, &spec1).unwrap();
-    let g1 = Att {
-        store: &env.store,
-        a: Some(a1.clone()),
-    };
-    let a2 = setup(&env.store, &c2, ns2.pid, &veth_spec(&net, &[])).unwrap();
-    let _g2 = Att {
-        store: &env.store,
-        a: Some(a2.clone()),
-    };
+    let (a1, g1) = env.attach(&c1, ns1.pid, &spec1);
+    let (a2, _g2) = env.attach(&c2, ns2.pid, &veth_spec(&net, &[]));
     let ip1 = ip_of(&a1);
     let ip2 = ip_of(&a2);
     assert_ne!(ip1, ip2);
@@ -374,11 +430,7 @@ fn addresses_routes_ping_restart_and_stats() {
     assert!(!link_exists(back.ifaces[0].host_veth.as_deref().unwrap()));
     drop(ns1);
     let ns1 = Ns::new();
-    let again = setup(&env.store, &c1, ns1.pid, &spec1).unwrap();
-    let _g1 = Att {
-        store: &env.store,
-        a: Some(again.clone()),
-    };
+    let (again, _g1) = env.attach(&c1, ns1.pid, &spec1);
     assert_eq!(ip_of(&again), ip1, "lease not kept across restart");
     assert!(ns1.ping(&ip2));
 
@@ -408,11 +460,7 @@ fn static_address_and_release() {
             ("0.veth.pair", &format!("vc{}p", env.tag)),
         ],
     );
-    let a = setup(&env.store, &c, ns.pid, &spec).unwrap();
-    let _g = Att {
-        store: &env.store,
-        a: Some(a.clone()),
-    };
+    let (a, _g) = env.attach(&c, ns.pid, &spec);
     assert_eq!(
         a.ifaces[0].host_veth.as_deref(),
         Some(format!("vc{}p", env.tag).as_str())
@@ -436,28 +484,8 @@ fn networks_are_isolated() {
     let (n2, gw2) = env.net(true);
     let ns1 = Ns::new();
     let ns2 = Ns::new();
-    let a1 = setup(
-        &env.store,
-        &format!("ct{}x", env.tag),
-        ns1.pid,
-        &veth_spec(&n1, &[]),
-    )
-    .unwrap();
-    let _g1 = Att {
-        store: &env.store,
-        a: Some(a1.clone()),
-    };
-    let a2 = setup(
-        &env.store,
-        &format!("ct{}y", env.tag),
-        ns2.pid,
-        &veth_spec(&n2, &[]),
-    )
-    .unwrap();
-    let _g2 = Att {
-        store: &env.store,
-        a: Some(a2.clone()),
-    };
+    let (a1, _g1) = env.attach(&format!("ct{}x", env.tag), ns1.pid, &veth_spec(&n1, &[]));
+    let (a2, _g2) = env.attach(&format!("ct{}y", env.tag), ns2.pid, &veth_spec(&n2, &[]));
     assert!(ns1.ping(&gw1));
     assert!(ns2.ping(&gw2));
     assert!(!ns1.ping(&ip_of(&a2)), "network 1 reached network 2");
@@ -558,17 +586,7 @@ fn nat_and_published_ports() {
     let hp = 20000 + (std::process::id() % 20000) as u16;
     let publish = format!("{hp}:80/tcp");
     let c = format!("ct{}n", env.tag);
-    let a = setup(
-        &env.store,
-        &c,
-        ns.pid,
-        &veth_spec(&net, &[("0.publish", &publish)]),
-    )
-    .unwrap();
-    let _g = Att {
-        store: &env.store,
-        a: Some(a.clone()),
-    };
+    let (a, _g) = env.attach(&c, ns.pid, &veth_spec(&net, &[("0.publish", &publish)]));
 
     // Outbound: the remote sees the host's address, not the container's.
     let listen_ip: Ipv4Addr = remote.ip.parse().unwrap();
@@ -634,14 +652,12 @@ fn nat_and_published_ports() {
 
     // The port is ours now: another container cannot publish it.
     let ns2 = Ns::new();
-    let err = setup(
+    let err = setup_err(
         &env.store,
         &format!("ct{}m", env.tag),
         ns2.pid,
         &veth_spec(&net, &[("0.publish", &publish)]),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         err.contains(&hp.to_string()) && err.contains("already published"),
         "{err}"
@@ -681,88 +697,23 @@ fn dhcp_hands_out_the_allocated_lease() {
     );
     let ns = Ns::new();
     let c = format!("ct{}d", env.tag);
-    let a = setup(&env.store, &c, ns.pid, &veth_spec(&net, &[])).unwrap();
-    let _g = Att {
-        store: &env.store,
-        a: Some(a.clone()),
-    };
+    let (a, _g) = env.attach(&c, ns.pid, &veth_spec(&net, &[]));
     // Two other leases first, so the answer is not just "the first free address".
     let ns_b = Ns::new();
-    let b = setup(
-        &env.store,
-        &format!("ct{}e", env.tag),
-        ns_b.pid,
-        &veth_spec(&net, &[]),
-    )
-    .unwrap();
-    let _gb = Att {
-        store: &env.store,
-        a: Some(b.clone()),
-    };
+    let (b, _gb) = env.attach(&format!("ct{}e", env.tag), ns_b.pid, &veth_spec(&net, &[]));
     for (n, att) in [(&ns, &a), (&ns_b, &b)] {
-        let out = n.exec(&[
-            "busybox",
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-n",
-            "-q",
-            "-f",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
-        ]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, text) = n.udhcpc();
         let want = format!("lease of {} obtained from {gw}", ip_of(att));
-        assert!(
-            out.status.success() && text.contains(&want),
-            "want {want:?}, got: {text}"
-        );
+        assert!(ok && text.contains(&want), "want {want:?}, got: {text}");
     }
     // Destroying a container frees its address for the next one at once, also for DHCP.
     let freed = ip_of(&a);
     drop(_g);
     env.store.release_leases(&c).unwrap();
     let ns_c = Ns::new();
-    let cc = setup(
-        &env.store,
-        &format!("ct{}f", env.tag),
-        ns_c.pid,
-        &veth_spec(&net, &[]),
-    )
-    .unwrap();
-    let _gc = Att {
-        store: &env.store,
-        a: Some(cc.clone()),
-    };
+    let (cc, _gc) = env.attach(&format!("ct{}f", env.tag), ns_c.pid, &veth_spec(&net, &[]));
     assert_eq!(ip_of(&cc), freed, "first free address is the released one");
-    let out = ns_c.exec(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        "/bin/true",
-    ]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, text) = ns_c.udhcpc();
     assert!(
         text.contains(&format!("lease of {freed} obtained")),
         "reused address not served: {text}"
@@ -836,24 +787,12 @@ fn errors_change_nothing() {
     let ns = Ns::new();
     let ns2 = Ns::new();
     let holder = format!("ct{}h", env.tag);
-    let held = setup(&env.store, &holder, ns.pid, &veth_spec(&net, &[])).unwrap();
-    let _gh = Att {
-        store: &env.store,
-        a: Some(held.clone()),
-    };
+    let (held, _gh) = env.attach(&holder, ns.pid, &veth_spec(&net, &[]));
     let c = format!("ct{}q", env.tag);
     let before = snapshot(&env);
 
     // Overlapping one of ours.
-    let e = env
-        .store
-        .create_network(
-            &format!("cb{}z", env.tag),
-            &format!("{prefix}.129/25"),
-            true,
-        )
-        .unwrap_err()
-        .to_string();
+    let e = env.create_err(&format!("cb{}z", env.tag), &format!("{prefix}.129/25"));
     assert!(e.contains("overlaps network"), "{e}");
     assert_eq!(snapshot(&env), before);
 
@@ -869,26 +808,15 @@ fn errors_change_nothing() {
     {
         let addr: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
         let o = addr.octets();
-        let e = env
-            .store
-            .create_network(
-                &format!("cb{}z", env.tag),
-                &format!("{}.{}.{}.200/24", o[0], o[1], o[2]),
-                true,
-            )
-            .unwrap_err()
-            .to_string();
+        let e = env.create_err(
+            &format!("cb{}z", env.tag),
+            &format!("{}.{}.{}.200/24", o[0], o[1], o[2]),
+        );
         assert!(e.contains("overlaps host"), "{e}");
         assert_eq!(snapshot(&env), before);
     }
 
     // Overlapping a host route that has no address behind it.
-    struct DelLinkR(String);
-    impl Drop for DelLinkR {
-        fn drop(&mut self) {
-            let _ = sh(&["ip", "link", "del", &self.0]);
-        }
-    }
     let rlink = format!("cbr{}q", env.tag);
     let o = sh(&[
         "ip",
@@ -902,7 +830,7 @@ fn errors_change_nothing() {
         &format!("{rlink}x"),
     ]);
     assert!(o.status.success());
-    let _rg = DelLinkR(rlink.clone());
+    let _rg = DelLink(rlink.clone());
     assert!(sh(&["ip", "link", "set", &rlink, "up"]).status.success());
     let routed = (200..250)
         .map(|t| format!("10.234.{t}.0/24"))
@@ -912,11 +840,7 @@ fn errors_change_nothing() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let inside_route = routed.replace(".0/24", ".1/24");
     let before_r = snapshot(&env);
-    let e = env
-        .store
-        .create_network(&format!("cb{}z", env.tag), &inside_route, true)
-        .unwrap_err()
-        .to_string();
+    let e = env.create_err(&format!("cb{}z", env.tag), &inside_route);
     assert!(
         e.contains("overlaps host route") && e.contains(&rlink),
         "{e}"
@@ -929,19 +853,9 @@ fn errors_change_nothing() {
     assert!(sh(&["ip", "link", "add", &foreign, "type", "bridge"])
         .status
         .success());
-    struct DelLink(String);
-    impl Drop for DelLink {
-        fn drop(&mut self) {
-            let _ = sh(&["ip", "link", "del", &self.0]);
-        }
-    }
     let _fg = DelLink(foreign.clone());
     let before_f = snapshot(&env);
-    let e = env
-        .store
-        .create_network(&foreign, "10.233.250.1/24", true)
-        .unwrap_err()
-        .to_string();
+    let e = env.create_err(&foreign, "10.233.250.1/24");
     assert!(e.contains("not a coop network"), "{e}");
     assert_eq!(snapshot(&env), before_f);
     drop(_fg);
@@ -962,14 +876,12 @@ fn errors_change_nothing() {
     // Host port in use.
     let l = TcpListener::bind(("0.0.0.0", 0)).unwrap();
     let port = l.local_addr().unwrap().port().to_string();
-    let e = setup(
+    let e = setup_err(
         &env.store,
         &c,
         ns2.pid,
         &veth_spec(&net, &[("0.publish", &format!("{port}:80"))]),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains(&port) && e.contains("cannot bind"), "{e}");
     assert_eq!(snapshot(&env), before);
     drop(l);
@@ -980,20 +892,18 @@ fn errors_change_nothing() {
         (format!("{}/24", ip_of(&held)), "already taken"),
         (format!("{gw}/24"), "bridge"),
     ] {
-        let e = setup(
+        let e = setup_err(
             &env.store,
             &c,
             ns2.pid,
             &veth_spec(&net, &[("0.ipv4.address", &addr)]),
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains(what), "{addr}: {e}");
         assert_eq!(snapshot(&env), before, "after {addr}");
     }
 
     // A link that is not there: fails after the lease was taken, which must be undone.
-    let e = setup(
+    let e = setup_err(
         &env.store,
         &c,
         ns2.pid,
@@ -1004,23 +914,19 @@ fn errors_change_nothing() {
             ("1.link", "nosuchdev0"),
         ]))
         .unwrap(),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("nosuchdev0"), "{e}");
     assert_eq!(snapshot(&env), before);
     let inside = ns2.stdout(&["ip", "-o", "link"]);
     assert_eq!(inside.lines().count(), 1, "links left inside: {inside}");
 
     // A pid in the host's own namespace.
-    let e = setup(
+    let e = setup_err(
         &env.store,
         &c,
         std::process::id() as i32,
         &veth_spec(&net, &[]),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("host's network namespace"), "{e}");
     assert_eq!(snapshot(&env), before);
 
@@ -1061,12 +967,6 @@ fn macvlan_and_phys() {
     require_host!();
     let _s = serial();
     let env = Env::new();
-    struct DelLink(String);
-    impl Drop for DelLink {
-        fn drop(&mut self) {
-            let _ = sh(&["ip", "link", "del", &self.0]);
-        }
-    }
     let lower = format!("cbm{}", env.tag);
     let phys = format!("cbp{}", env.tag);
     // This kernel has no dummy driver: veth ends serve as host devices.
@@ -1148,17 +1048,7 @@ fn ensure_up_repairs_after_reboot() {
     assert!(env.ruleset().contains("masquerade"));
     assert_eq!(env.dnsmasq_pids().len(), 1);
     let ns = Ns::new();
-    let a = setup(
-        &env.store,
-        &format!("ct{}r", env.tag),
-        ns.pid,
-        &veth_spec(&net, &[]),
-    )
-    .unwrap();
-    let _g = Att {
-        store: &env.store,
-        a: Some(a),
-    };
+    let (_, _g) = env.attach(&format!("ct{}r", env.tag), ns.pid, &veth_spec(&net, &[]));
     assert!(ns.ping(&gw));
 }
 
@@ -1182,13 +1072,7 @@ fn parallel_setups_get_distinct_leases() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let guards: Vec<Att> = results
-        .iter()
-        .map(|a| Att {
-            store: &env.store,
-            a: Some(a.clone()),
-        })
-        .collect();
+    let guards: Vec<Att> = results.iter().map(|a| Att::new(&env.store, a)).collect();
     let mut ips: Vec<String> = results.iter().map(ip_of).collect();
     ips.sort();
     ips.dedup();
@@ -1207,12 +1091,6 @@ fn veth_on_a_bridge_coop_does_not_own() {
     assert!(sh(&["ip", "link", "add", &br, "type", "bridge"])
         .status
         .success());
-    struct DelLink(String);
-    impl Drop for DelLink {
-        fn drop(&mut self) {
-            let _ = sh(&["ip", "link", "del", &self.0]);
-        }
-    }
     let _g = DelLink(br.clone());
     let third = (200..250)
         .find(|t| {
@@ -1239,11 +1117,7 @@ fn veth_on_a_bridge_coop_does_not_own() {
             ("0.ipv4.gateway", "auto"),
         ],
     );
-    let a = setup(&env.store, &format!("ct{}o", env.tag), ns.pid, &spec).unwrap();
-    let _ga = Att {
-        store: &env.store,
-        a: Some(a.clone()),
-    };
+    let (a, _ga) = env.attach(&format!("ct{}o", env.tag), ns.pid, &spec);
     assert_eq!(a.ifaces[0].network, None);
     let route = ns.stdout(&["ip", "-4", "route"]);
     assert!(
@@ -1253,14 +1127,12 @@ fn veth_on_a_bridge_coop_does_not_own() {
     assert!(ns.ping(&format!("10.235.{third}.1")));
     // Publishing needs a coop network (no NAT table to put the rule in).
     let ns2 = Ns::new();
-    let e = setup(
+    let e = setup_err(
         &env.store,
         &format!("ct{}o2", env.tag),
         ns2.pid,
         &veth_spec(&br, &[("0.publish", "8080:80")]),
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("publish"), "{e}");
 }
 
@@ -1310,11 +1182,7 @@ fn restart_on_a_ready_network_rebuilds_nothing() {
 
     // Restart with the same lease and MAC: lease file and DHCP hosts file untouched.
     let ns = Ns::new();
-    let again = setup(&env.store, &c, ns.pid, &spec).unwrap();
-    let _g = Att {
-        store: &env.store,
-        a: Some(again.clone()),
-    };
+    let (again, _g) = env.attach(&c, ns.pid, &spec);
     assert_eq!(ip_of(&again), ip);
     assert_eq!(inode(&leases), li, "lease file rewritten");
     assert_eq!(inode(&hosts), hi, "DHCP hosts file rewritten");
@@ -1328,11 +1196,7 @@ fn restart_on_a_ready_network_rebuilds_nothing() {
     drop(_g);
     drop(ns);
     let ns = Ns::new();
-    let third = setup(&env.store, &c, ns.pid, &spec2).unwrap();
-    let _g = Att {
-        store: &env.store,
-        a: Some(third),
-    };
+    let (_, _g) = env.attach(&c, ns.pid, &spec2);
     let text = fs::read_to_string(&hosts).unwrap();
     assert!(
         text.contains(spec2[0].hwaddr.as_deref().unwrap()),
@@ -1349,26 +1213,14 @@ fn failure_inside_the_namespace_rolls_back() {
     let (net, _gw) = env.net(true);
     // Another container holds a lease, so the lease file exists and must come back as is.
     let other = Ns::new();
-    let o = setup(
-        &env.store,
-        &format!("ct{}o", env.tag),
-        other.pid,
-        &veth_spec(&net, &[]),
-    )
-    .unwrap();
-    let _go = Att {
-        store: &env.store,
-        a: Some(o),
-    };
+    let (_, _go) = env.attach(&format!("ct{}o", env.tag), other.pid, &veth_spec(&net, &[]));
     let before = snapshot(&env);
     // An off-link gateway: the veth is made and configured, then the route is refused
     // (the last request of the batch), so everything before it must be undone.
     let spec = veth_spec(&net, &[("0.ipv4.gateway", "192.0.2.77")]);
     let c = format!("ct{}f", env.tag);
     let ns = Ns::new();
-    let e = setup(&env.store, &c, ns.pid, &spec)
-        .unwrap_err()
-        .to_string();
+    let e = setup_err(&env.store, &c, ns.pid, &spec);
     assert!(e.contains("default route via 192.0.2.77"), "{e}");
     assert!(
         !link_exists(&host_veth_name(&c, 0)),
@@ -1376,11 +1228,7 @@ fn failure_inside_the_namespace_rolls_back() {
     );
     assert_eq!(snapshot(&env), before);
     // The same container then starts fine with a usable gateway.
-    let ok = setup(&env.store, &c, ns.pid, &veth_spec(&net, &[])).unwrap();
-    let _g = Att {
-        store: &env.store,
-        a: Some(ok),
-    };
+    let (_, _g) = env.attach(&c, ns.pid, &veth_spec(&net, &[]));
     let route = ns.stdout(&["ip", "-4", "route"]);
     assert!(route.contains("default via"), "{route}");
 }
