@@ -10,8 +10,27 @@ use coop_templates::{create, parse_template, verify_password, Outcome, Progress,
 
 mod common;
 
+use common::cfg;
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// `sh -c SCRIPT` in new mount, UTS, network and PID namespaces (private propagation).
+fn in_new_namespaces(script: &str) -> std::process::Output {
+    Command::new("unshare")
+        .args([
+            "--mount",
+            "--uts",
+            "--net",
+            "--pid",
+            "--fork",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap()
 }
 
 fn build(root: &Path, cache: &Path, password: Option<&str>, ttys: u32) -> (Outcome, Vec<Progress>) {
@@ -22,13 +41,6 @@ fn build(root: &Path, cache: &Path, password: Option<&str>, ttys: u32) -> (Outco
     let seen = Mutex::new(Vec::new());
     let out = create(&kind, &req, &|p| seen.lock().unwrap().push(p)).unwrap();
     (out, seen.into_inner().unwrap())
-}
-
-fn cfg<'a>(out: &'a Outcome, key: &str) -> Option<&'a str> {
-    out.config
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -266,19 +278,7 @@ fn rcs_boots_in_namespaces() {
         "ip link add eth0 type veth peer name eth1 && chroot {} /bin/sh -c \"{inner}\"",
         t.path().display()
     );
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--uts",
-            "--net",
-            "--pid",
-            "--fork",
-            "--propagation",
-            "private",
-        ])
-        .args(["sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = in_new_namespaces(&script);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.starts_with("bbtest\n"), "{text}");
@@ -400,19 +400,7 @@ fn rcs_gets_a_dhcp_lease() {
          ip link set srv0 up && chroot {} /bin/sh /tmp/run.sh",
         t.path().display()
     );
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--uts",
-            "--net",
-            "--pid",
-            "--fork",
-            "--propagation",
-            "private",
-        ])
-        .args(["sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = in_new_namespaces(&script);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     // udhcpd hands out any address of its pool, 192.0.2.100 to .110.

@@ -8,16 +8,23 @@ use std::process::Command;
 use std::time::Instant;
 
 use coop_templates::{
-    create, detect_init, parse_template, verify_password, InitKind, Outcome, Progress, Request,
+    create, detect_init, parse_template, verify_password, InitKind, Progress, Request,
 };
 
 mod common;
 
-fn cfg<'a>(out: &'a Outcome, key: &str) -> Option<&'a str> {
-    out.config
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+use common::cfg;
+
+/// The host's Debian architecture name (`dpkg --print-architecture`), with its newline.
+fn dpkg_arch() -> String {
+    String::from_utf8(
+        Command::new("dpkg")
+            .arg("--print-architecture")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
 }
 
 fn root_hash(root: &Path) -> String {
@@ -68,14 +75,7 @@ fn debian_bookworm_minbase() {
     assert_eq!(cfg(&out, "lxc.uts.name"), Some("deb1"));
     assert!(!out.password_generated);
     assert_eq!(detect_init(&r1).unwrap(), InitKind::Systemd);
-    let arch = String::from_utf8(
-        Command::new("dpkg")
-            .arg("--print-architecture")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let arch = dpkg_arch();
     let entry = cache.join(format!("debian/bookworm-minbase-{}", arch.trim()));
     assert!(entry.join("usr/bin").is_dir(), "{}", entry.display());
     let leftovers: Vec<_> = fs::read_dir(cache.join("debian"))
@@ -198,14 +198,7 @@ fn failed_debootstrap_leaves_no_cache_entry() {
     let root = t.path().join("rootfs");
     fs::create_dir(&root).unwrap();
     // A build left behind by a killed run is cleared away too.
-    let arch = String::from_utf8(
-        Command::new("dpkg")
-            .arg("--print-architecture")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let arch = dpkg_arch();
     let stale = cache.join(format!(
         "debian/.tmp-bookworm-minbase-{}-1-deadbeef",
         arch.trim()
@@ -249,14 +242,7 @@ fn configures_a_copy_of_the_cache() {
     }
     let t = tempfile::tempdir().unwrap();
     let cache = t.path().join("cache");
-    let arch = String::from_utf8(
-        Command::new("dpkg")
-            .arg("--print-architecture")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let arch = dpkg_arch();
     let entry = cache.join(format!("debian/testing-minbase-{}", arch.trim()));
     let units = entry.join("usr/lib/systemd/system");
     fs::create_dir_all(&units).unwrap();

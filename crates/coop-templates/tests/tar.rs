@@ -30,34 +30,14 @@ fn source_tree(dir: &Path) -> PathBuf {
     let kind = parse_template("busybox", &[]).unwrap();
     create(&kind, &Request::new("src", &root, dir), &|_| {}).unwrap();
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-    mknod(
-        &root.join("dev/null"),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o666),
-        makedev(1, 3),
-    )
-    .unwrap();
-    mknod(
-        &root.join("dev/console"),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o600),
-        makedev(5, 1),
-    )
-    .unwrap();
-    mknod(
-        &root.join("dev/loop9"),
-        SFlag::S_IFBLK,
-        Mode::from_bits_truncate(0o660),
-        makedev(7, 9),
-    )
-    .unwrap();
-    mknod(
-        &root.join("run/initctl"),
-        SFlag::S_IFIFO,
-        Mode::from_bits_truncate(0o600),
-        0,
-    )
-    .unwrap();
+    let node = |path: &str, kind: SFlag, mode: u32, dev: u64| {
+        mknod(&root.join(path), kind, Mode::from_bits_truncate(mode), dev)
+            .unwrap_or_else(|e| panic!("mknod {path}: {e}"));
+    };
+    node("dev/null", SFlag::S_IFCHR, 0o666, makedev(1, 3));
+    node("dev/console", SFlag::S_IFCHR, 0o600, makedev(5, 1));
+    node("dev/loop9", SFlag::S_IFBLK, 0o660, makedev(7, 9));
+    node("run/initctl", SFlag::S_IFIFO, 0o600, 0);
     fs::set_permissions(root.join("dev/null"), fs::Permissions::from_mode(0o666)).unwrap();
     fs::create_dir_all(root.join("usr/share/data")).unwrap();
     fs::write(root.join("usr/share/data/a"), b"shared bytes\n").unwrap();

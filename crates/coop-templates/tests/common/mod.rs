@@ -1,6 +1,7 @@
 //! Boots a template's output under LXC (Debian's `lxc` package), the reference engine, to
 //! check that its config lines and init setup really work. Skipped where LXC is missing.
 
+use coop_templates::Outcome;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -97,4 +98,12 @@ impl Drop for LxcGuard {
     fn drop(&mut self) {
         let _ = self.lxc("lxc-stop", &["-k"]);
     }
+}
+
+/// The value of config line `key` in a template's outcome.
+pub fn cfg<'a>(out: &'a Outcome, key: &str) -> Option<&'a str> {
+    out.config
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
