@@ -33,6 +33,19 @@ fn in_new_namespaces(script: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Root, /bin/busybox, unshare and ip: what the namespaced network tests need. Prints SKIP
+/// when something is missing.
+fn can_run_namespaced_network() -> bool {
+    let ok = is_root()
+        && Path::new("/bin/busybox").exists()
+        && which("unshare").is_some()
+        && which("ip").is_some();
+    if !ok {
+        eprintln!("SKIP: needs root, /bin/busybox, unshare and ip");
+    }
+    ok
+}
+
 fn build(root: &Path, cache: &Path, password: Option<&str>, ttys: u32) -> (Outcome, Vec<Progress>) {
     let kind = parse_template("busybox", &[]).unwrap();
     let mut req = Request::new("bbtest", root, cache);
@@ -299,12 +312,7 @@ fn rcs_boots_in_namespaces() {
 /// The udhcpc event script, fed a lease by hand inside a network namespace with a dummy eth0.
 #[test]
 fn udhcpc_script_applies_a_lease() {
-    if !is_root()
-        || !Path::new("/bin/busybox").exists()
-        || which("unshare").is_none()
-        || which("ip").is_none()
-    {
-        eprintln!("SKIP: needs root, /bin/busybox, unshare and ip");
+    if !can_run_namespaced_network() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -368,12 +376,7 @@ fn bad_requests_are_errors() {
 /// a veth pair, all inside one private network namespace (documentation addresses only).
 #[test]
 fn rcs_gets_a_dhcp_lease() {
-    if !is_root()
-        || !Path::new("/bin/busybox").exists()
-        || which("unshare").is_none()
-        || which("ip").is_none()
-    {
-        eprintln!("SKIP: needs root, /bin/busybox, unshare and ip");
+    if !can_run_namespaced_network() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
