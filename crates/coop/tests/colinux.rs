@@ -3,79 +3,23 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn prerequisites() -> bool {
-    if !Path::new("/usr/bin/linux.uml").exists() {
-        eprintln!("SKIP: /usr/bin/linux.uml missing (package user-mode-linux)");
-        return false;
-    }
-    match std::env::var("COOP_GUEST_AGENT") {
-        Ok(p) if Path::new(&p).exists() => true,
-        _ => {
-            eprintln!(
-                "SKIP: COOP_GUEST_AGENT does not name a static coop-guest-agent (scripts/test.sh builds one)"
-            );
-            false
-        }
-    }
-}
-
-/// `coop attach -n NAME -- ARGS` until `ready` accepts its output: the guest agent only
-/// answers once the guest's init started it. Panics after a minute.
-fn attach_when(
-    c: &Coop,
-    name: &str,
-    args: &[&str],
-    ready: impl Fn(&std::process::Output) -> bool,
-) -> std::process::Output {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = c
-            .cmd()
-            .args(["attach", "-n", name, "--"])
-            .args(args)
-            .output()
-            .unwrap();
-        if ready(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "coop attach {name} -- {args:?} never got ready: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// How long a busybox guest may take to answer an attach.
+const MINUTE: Duration = Duration::from_secs(60);
 
 #[test]
 fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
-    if !need_root() || !prerequisites() {
+    if !need_root() || !colinux_prerequisites() {
         return;
     }
     let c = Coop::new();
     let n = unique("co");
-    c.track(&n);
     let t = Instant::now();
-    c.ok(&[
-        "create",
-        "-n",
-        &n,
-        "--kind",
-        "colinux",
-        "-t",
-        "busybox",
-        "--root-password",
-        "uml-pw",
-        "--memory",
-        "128M",
-    ]);
+    c.create_colinux(&n, "busybox", "128M", &["--root-password", "uml-pw"]);
     eprintln!("colinux create took {:?}", t.elapsed());
     let t = Instant::now();
     c.ok(&["start", "-n", &n]);
@@ -93,22 +37,14 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
     assert!(cg.contains(&c.cgroup_rel(&n)), "{cg}");
 
     // The guest agent answers once the guest's init started it.
-    let out = attach_when(&c, &n, &["uname", "-r"], |o| o.status.success());
+    let out = attach_when(&c, &n, &["uname", "-r"], MINUTE, |o| o.status.success());
     let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
     eprintln!("start to a usable attach: {:?}", t.elapsed());
     assert!(
         release.starts_with("6.1"),
         "guest kernel release {release:?}"
     );
-    let out = c.run(&[
-        "attach",
-        "-n",
-        &n,
-        "--",
-        "sh",
-        "-c",
-        "grep MemTotal /proc/meminfo; exit 5",
-    ]);
+    let out = c.attach(&n, &["sh", "-c", "grep MemTotal /proc/meminfo; exit 5"]);
     assert_eq!(out.status.code(), Some(5));
     let kb: u64 = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -122,17 +58,16 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
     // agent answers while the guest's rcS still runs; init starts the gettys after it.
     // Log in once the guest is idle: on a loaded host, login's flush of typed-ahead input
     // can otherwise eat the password (the helper types it 300 ms after the prompt).
-    attach_when(&c, &n, &["pidof", "getty"], |o| o.status.success());
+    attach_when(&c, &n, &["pidof", "getty"], MINUTE, |o| o.status.success());
     let mut p = console_login(&c, &n, None, "uml-pw", Duration::from_secs(20));
     p.send("echo UML-$((40+2))\r");
     p.expect("UML-42", Duration::from_secs(10));
-    p.send("\x01q");
-    assert!(p.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
+    p.detach();
 
     // The boot hook's agent serves; init's respawned copy waits on the lock. When the
     // serving one dies, the other takes over: the attach that lost its agent fails rather
     // than hanging, and the next one works.
-    let out = attach_when(&c, &n, &["pidof", "coop-guest-agent"], |o| {
+    let out = attach_when(&c, &n, &["pidof", "coop-guest-agent"], MINUTE, |o| {
         String::from_utf8_lossy(&o.stdout)
             .split_whitespace()
             .count()
@@ -144,15 +79,7 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
         .collect();
     pids.sort();
     let t = Instant::now();
-    let out = c.run(&[
-        "attach",
-        "-n",
-        &n,
-        "--",
-        "sh",
-        "-c",
-        &format!("kill -9 {}", pids[0]),
-    ]);
+    let out = c.attach(&n, &["sh", "-c", &format!("kill -9 {}", pids[0])]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("restarted"),
@@ -160,19 +87,11 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    let left = c.ok(&["attach", "-n", &n, "--", "pidof", "coop-guest-agent"]);
+    let left = c.attach_ok(&n, &["pidof", "coop-guest-agent"]);
     assert_eq!(left.trim(), pids[1].to_string());
 
     // A file written in the guest survives a clean halt, and the image is fsck-clean.
-    c.ok(&[
-        "attach",
-        "-n",
-        &n,
-        "--",
-        "sh",
-        "-c",
-        "echo kept > /root/mark; sync",
-    ]);
+    c.attach_ok(&n, &["sh", "-c", "echo kept > /root/mark; sync"]);
     let img = c.stop_guest_cleanly(&n, 20, Duration::from_secs(15));
     let dump = Command::new("debugfs")
         .args(["-R", "cat /root/mark"])
@@ -185,12 +104,11 @@ fn busybox_instance_boots_logs_in_attaches_and_halts_cleanly() {
 
 #[test]
 fn shared_folder_both_ways_and_missing_share_refused() {
-    if !need_root() || !prerequisites() {
+    if !need_root() || !colinux_prerequisites() {
         return;
     }
     let c = Coop::new();
     let n = unique("cs");
-    c.track(&n);
     let share = c.root.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("from-host"), "written on the host\n").unwrap();
@@ -200,34 +118,17 @@ fn shared_folder_both_ways_and_missing_share_refused() {
         format!("coop.colinux.share = {}:/mnt/host\n", share.display()),
     )
     .unwrap();
-    c.ok(&[
-        "create",
-        "-n",
-        &n,
-        "--kind",
-        "colinux",
-        "-t",
-        "busybox",
-        "--memory",
-        "96M",
-        "-f",
-        cfg.to_str().unwrap(),
-    ]);
+    c.create_colinux(&n, "busybox", "96M", &["-f", cfg.to_str().unwrap()]);
     c.ok(&["start", "-n", &n]);
-    let out = attach_when(&c, &n, &["cat", "/mnt/host/from-host"], |o| {
+    let out = attach_when(&c, &n, &["cat", "/mnt/host/from-host"], MINUTE, |o| {
         o.status.success()
     });
     let seen = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(seen, "written on the host\n");
-    c.ok(&[
-        "attach",
-        "-n",
+    c.attach_ok(
         &n,
-        "--",
-        "sh",
-        "-c",
-        "echo from the guest > /mnt/host/from-guest",
-    ]);
+        &["sh", "-c", "echo from the guest > /mnt/host/from-guest"],
+    );
     assert_eq!(
         std::fs::read_to_string(share.join("from-guest")).unwrap(),
         "from the guest\n"
@@ -243,17 +144,14 @@ fn shared_folder_both_ways_and_missing_share_refused() {
 
 #[test]
 fn snapshot_copy_boots_and_leaves_the_original_disk_unchanged() {
-    if !need_root() || !prerequisites() {
+    if !need_root() || !colinux_prerequisites() {
         return;
     }
     let c = Coop::new();
     let base = unique("cb");
     let snap = unique("cn");
-    c.track(&base);
     c.track(&snap);
-    c.ok(&[
-        "create", "-n", &base, "--kind", "colinux", "-t", "busybox", "--memory", "96M",
-    ]);
+    c.create_colinux(&base, "busybox", "96M", &[]);
     let img = c.root.path().join(&base).join("rootfs/disk.img");
     let sum = || {
         let o = Command::new("sha256sum").arg(&img).output().unwrap();
@@ -277,6 +175,7 @@ fn snapshot_copy_boots_and_leaves_the_original_disk_unchanged() {
             "-c",
             "echo changed > /root/in-snapshot; sync; hostname",
         ],
+        MINUTE,
         |o| o.status.success(),
     );
     c.ok(&["stop", "-n", &snap]);
@@ -292,13 +191,13 @@ fn snapshot_copy_boots_and_leaves_the_original_disk_unchanged() {
     c.track(&ct2);
     c.ok(&["copy", "-n", &ct, "-N", &ct2]);
     c.ok(&["start", "-n", &ct2]);
-    assert_eq!(c.ok(&["attach", "-n", &ct2, "--", "hostname"]).trim(), ct2);
+    assert_eq!(c.attach_ok(&ct2, &["hostname"]).trim(), ct2);
     c.ok(&["stop", "-k", "-n", &ct2]);
 }
 
 #[test]
 fn conet_guest_gets_its_lease_by_dhcp_and_serves_the_host() {
-    if !need_root() || !prerequisites() {
+    if !need_root() || !colinux_prerequisites() {
         return;
     }
     let c = Coop::new();
@@ -308,31 +207,22 @@ fn conet_guest_gets_its_lease_by_dhcp_and_serves_the_host() {
     c.network(&net, &subnet);
     let port = 30000 + std::process::id() % 20000;
     let n = unique("cg");
-    c.track(&n);
     let cfg = c.root.path().join("net.conf");
     std::fs::write(
         &cfg,
         format!("lxc.net.0.type = veth\nlxc.net.0.link = {net}\nlxc.net.0.flags = up\ncoop.net.0.publish = {port}:80\n"),
     )
     .unwrap();
-    c.ok(&[
-        "create",
-        "-n",
-        &n,
-        "--kind",
-        "colinux",
-        "-t",
-        "busybox",
-        "--memory",
-        "96M",
-        "-f",
-        cfg.to_str().unwrap(),
-    ]);
+    c.create_colinux(&n, "busybox", "96M", &["-f", cfg.to_str().unwrap()]);
     c.ok(&["start", "-n", &n]);
     // The guest's own DHCP client (the template's rcS) gets the lease coop made.
-    let out = attach_when(&c, &n, &["ip", "-4", "-o", "addr", "show", "eth0"], |o| {
-        String::from_utf8_lossy(&o.stdout).contains(&dotted)
-    });
+    let out = attach_when(
+        &c,
+        &n,
+        &["ip", "-4", "-o", "addr", "show", "eth0"],
+        MINUTE,
+        |o| String::from_utf8_lossy(&o.stdout).contains(&dotted),
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let addr = text
         .split_whitespace()
@@ -340,8 +230,7 @@ fn conet_guest_gets_its_lease_by_dhcp_and_serves_the_host() {
         .and_then(|a| a.split('/').next())
         .unwrap()
         .to_string();
-    c.ok(&[
-        "attach", "-n", &n, "--", "sh", "-c",
+    c.attach_ok(&n, &["sh", "-c",
         "mkdir -p /www && echo hello-from-the-guest-kernel > /www/index.html && httpd -h /www -p 80",
     ]);
     assert!(http_get(&format!("{addr}:80"))

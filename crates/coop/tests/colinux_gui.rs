@@ -6,63 +6,9 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn prerequisites() -> bool {
-    if !Path::new("/usr/bin/linux.uml").exists() {
-        eprintln!("SKIP: /usr/bin/linux.uml missing (package user-mode-linux)");
-        return false;
-    }
-    match std::env::var("COOP_GUEST_AGENT") {
-        Ok(p) if Path::new(&p).exists() => true,
-        _ => {
-            eprintln!(
-                "SKIP: COOP_GUEST_AGENT does not name a static coop-guest-agent (scripts/test.sh builds one)"
-            );
-            false
-        }
-    }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// `coop attach -n NAME -- ARGS` until `ready` accepts its output (the guest agent
-/// answers once the guest's init started it). Panics after `limit`.
-fn attach_when(
-    c: &Coop,
-    name: &str,
-    args: &[&str],
-    limit: Duration,
-    ready: impl Fn(&std::process::Output) -> bool,
-) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        let out = c
-            .cmd()
-            .args(["attach", "-n", name, "--"])
-            .args(args)
-            .output()
-            .unwrap();
-        if ready(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "coop attach {name} -- {args:?} never got ready: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A 10.232.X.0/24 no route of this host uses (this test's range).
 fn free_232_subnet() -> Option<String> {
@@ -82,23 +28,9 @@ fn free_spice_port() -> Option<u16> {
     (5960..=5969).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
 }
 
-/// Every pixel of a binary PPM (P6, maxval 255) of `path`.
-fn ppm_pixels(path: &Path) -> Vec<[u8; 3]> {
-    let ppm = std::fs::read(path).unwrap();
-    let header_end = ppm
-        .windows(4)
-        .position(|w| w == b"255\n")
-        .expect("P6 header")
-        + 4;
-    ppm[header_end..]
-        .chunks_exact(3)
-        .map(|p| [p[0], p[1], p[2]])
-        .collect()
-}
-
 #[test]
 fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
-    if !need_root() || !prerequisites() {
+    if !need_root() || !colinux_prerequisites() {
         return;
     }
     for tool in ["Xvfb", "spicy-screenshot", "xsetroot"] {
@@ -125,22 +57,9 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
     // Without a network the guest could not reach its display: refused before anything
     // starts, saying what to add (here the display comes from the config key).
     let lone = unique("gu");
-    c.track(&lone);
     let lone_cfg = c.root.path().join("lone.conf");
     std::fs::write(&lone_cfg, format!("coop.display.spice = {addr}\n")).unwrap();
-    c.ok(&[
-        "create",
-        "-n",
-        &lone,
-        "--kind",
-        "colinux",
-        "-t",
-        "busybox",
-        "--memory",
-        "64M",
-        "-f",
-        lone_cfg.to_str().unwrap(),
-    ]);
+    c.create_colinux(&lone, "busybox", "64M", &["-f", lone_cfg.to_str().unwrap()]);
     let err = c.fails(&["start", "-n", &lone]);
     assert!(
         err.contains("needs a network") && err.contains("lxc.net.0.link"),
@@ -155,7 +74,6 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
 
     // The host's /usr, read-only, brings an X client (xsetroot) and its libraries.
     let n = unique("gu");
-    c.track(&n);
     let cfg = c.root.path().join("gui.conf");
     std::fs::write(
         &cfg,
@@ -165,19 +83,7 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
         ),
     )
     .unwrap();
-    c.ok(&[
-        "create",
-        "-n",
-        &n,
-        "--kind",
-        "colinux",
-        "-t",
-        "busybox",
-        "--memory",
-        "96M",
-        "-f",
-        cfg.to_str().unwrap(),
-    ]);
+    c.create_colinux(&n, "busybox", "96M", &["-f", cfg.to_str().unwrap()]);
     let t = Instant::now();
     c.ok(&["start", "-n", &n, "--spice", &addr]);
     eprintln!("colinux start with a SPICE display took {:?}", t.elapsed());
@@ -214,9 +120,7 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
             "-solid",
             colour,
         ]);
-        let mut full = vec!["attach", "-n", &n, "--"];
-        full.extend(args);
-        c.run(&full)
+        c.attach(&n, &args)
     };
     // The display demands the cookie: a client without it is turned away.
     let out = xsetroot("#ff0000", false);
@@ -232,18 +136,7 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
 
     let shot = c.root.path().join("shot.ppm");
     let t = Instant::now();
-    let out = Command::new("timeout")
-        .args(["30", "spicy-screenshot", "-h", "127.0.0.1", "-p"])
-        .arg(port.to_string())
-        .arg("-o")
-        .arg(&shot)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "spicy-screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    spicy_screenshot(port, &shot);
     eprintln!("spicy-screenshot took {:?}", t.elapsed());
     let pixels = ppm_pixels(&shot);
     assert_eq!(pixels.len(), 1024 * 768);
@@ -282,7 +175,7 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
 
 #[test]
 fn debian_instance_boots_systemd_to_a_console_login() {
-    if !need_root() || !prerequisites() {
+    if !need_root() || !colinux_prerequisites() {
         return;
     }
     if !have("debootstrap") && !Path::new("/var/cache/coop/debian").is_dir() {
@@ -291,21 +184,8 @@ fn debian_instance_boots_systemd_to_a_console_login() {
     }
     let c = Coop::new();
     let n = unique("gu");
-    c.track(&n);
     let t = Instant::now();
-    c.ok(&[
-        "create",
-        "-n",
-        &n,
-        "--kind",
-        "colinux",
-        "-t",
-        "debian",
-        "--root-password",
-        "uml-deb-pw",
-        "--memory",
-        "256M",
-    ]);
+    c.create_colinux(&n, "debian", "256M", &["--root-password", "uml-deb-pw"]);
     eprintln!("colinux debian create took {:?}", t.elapsed());
     let t = Instant::now();
     c.ok(&["start", "-n", &n]);
@@ -331,26 +211,16 @@ fn debian_instance_boots_systemd_to_a_console_login() {
     );
     let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
     eprintln!("debian guest: systemd {state} after {:?}", t.elapsed());
-    let failed = c.ok(&[
-        "attach",
-        "-n",
-        &n,
-        "--",
-        "systemctl",
-        "--failed",
-        "--no-legend",
-        "--plain",
-    ]);
+    let failed = c.attach_ok(&n, &["systemctl", "--failed", "--no-legend", "--plain"]);
     eprintln!("failed units: {failed:?}");
-    let release = c.ok(&["attach", "-n", &n, "--", "uname", "-r"]);
+    let release = c.attach_ok(&n, &["uname", "-r"]);
     assert!(release.starts_with("6.1"), "guest kernel {release:?}");
 
     // The console (the kernel's con0) shows a getty login; the password works.
     let mut p = console_login(&c, &n, None, "uml-deb-pw", Duration::from_secs(30));
     p.send("echo DEB-UML-$((6*7)); cat /etc/debian_version\r");
     p.expect("DEB-UML-42", Duration::from_secs(10));
-    p.send("\x01q");
-    assert!(p.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
+    p.detach();
 
     c.stop_guest_cleanly(&n, 30, Duration::from_secs(25));
     assert_eq!(c.info(&n)["state"], "STOPPED");

@@ -39,7 +39,7 @@ fn lifecycle_busybox() {
     let fancy = c.ok(&["ls", "-f"]);
     assert!(fancy.contains(&n) && fancy.contains("RUNNING"), "{fancy}");
 
-    let uname = c.ok(&["attach", "-n", &n, "--", "uname", "-n"]);
+    let uname = c.attach_ok(&n, &["uname", "-n"]);
     assert_eq!(uname.trim(), n, "the container has its own host name");
 
     // Starting twice is refused; destroying a running container needs -f.
@@ -82,9 +82,9 @@ fn attach_stdio_exit_code_namespaces_and_cgroup() {
     c.ok(&["start", "-n", &n]);
 
     // Exit codes come back.
-    let out = c.run(&["attach", "-n", &n, "--", "sh", "-c", "exit 7"]);
+    let out = c.attach(&n, &["sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
-    let out = c.run(&["attach", "-n", &n, "--", "no-such-command"]);
+    let out = c.attach(&n, &["no-such-command"]);
     assert_eq!(out.status.code(), Some(127));
 
     // stdin and stdout pass through.
@@ -106,15 +106,10 @@ fn attach_stdio_exit_code_namespaces_and_cgroup() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "THROUGH THE PIPE\n");
 
     // Inside the PID namespace: init is PID 1 and the host's processes are invisible.
-    let ps = c.ok(&[
-        "attach",
-        "-n",
+    let ps = c.attach_ok(
         &n,
-        "--",
-        "sh",
-        "-c",
-        "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'",
-    ]);
+        &["sh", "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'"],
+    );
     let mut lines = ps.lines();
     assert_eq!(lines.next(), Some("init"));
     let nprocs: u32 = lines.next().unwrap().trim().parse().unwrap();
@@ -141,7 +136,7 @@ fn attach_stdio_exit_code_namespaces_and_cgroup() {
     }
     assert!(found, "sleep 30 not in {procs_file}");
     // Inside, the cgroup namespace shows the container's group as the root.
-    let own = c.ok(&["attach", "-n", &n, "--", "cat", "/proc/self/cgroup"]);
+    let own = c.attach_ok(&n, &["cat", "/proc/self/cgroup"]);
     assert!(own.lines().all(|l| l.ends_with(":/")), "{own}");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
@@ -168,10 +163,8 @@ fn console_login_through_a_pty() {
     p2.send("\r");
     p2.expect("login:", Duration::from_secs(10));
     // Ctrl-a q detaches without stopping the container.
-    p2.send("\x01q");
-    assert!(p2.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
-    p.send("\x01q");
-    assert!(p.wait(Duration::from_secs(5)).is_some_and(|s| s.success()));
+    p2.detach();
+    p.detach();
     assert_eq!(c.info(&n)["state"], "RUNNING");
     // The console (tty 0) output is kept in a log file.
     let log = std::fs::read_to_string(c.root.path().join(&n).join("console.log")).unwrap();
@@ -228,15 +221,14 @@ fn memory_limit_stops_a_hog() {
     c.ok(&["start", "-n", &n]);
     assert_eq!(c.info(&n)["limits"]["memory_bytes"], 32 << 20);
     // The shell holds 64 MiB in a variable: more than the container may have.
-    let out = c.run(&[
-        "attach",
-        "-n",
+    let out = c.attach(
         &n,
-        "--",
-        "sh",
-        "-c",
-        "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived ${#x}",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived ${#x}",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("survived"), "the hog survived: {stdout}");
     assert_eq!(
@@ -258,15 +250,14 @@ fn pids_limit_contains_a_fork_bomb() {
     c.ok(&["start", "-n", &n]);
     // The attached shell itself may be refused a fork once the limit is reached, so
     // its exit status says nothing; the cgroup's own counters do.
-    c.run(&[
-        "attach",
-        "-n",
+    c.attach(
         &n,
-        "--",
-        "sh",
-        "-c",
-        "i=0; while [ $i -lt 200 ]; do sleep 3 & i=$((i+1)); done 2>/dev/null; echo started",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do sleep 3 & i=$((i+1)); done 2>/dev/null; echo started",
+        ],
+    );
     let rel = c.cgroup_rel(&n);
     let current: u64 = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{rel}/pids.current"))
         .unwrap()
@@ -391,15 +382,7 @@ fn lxc_created_busybox_config_runs_unchanged() {
     std::fs::copy(&lxc_cfg, c.root.path().join(&n).join("config")).unwrap();
     c.track(&n);
     c.ok(&["start", "-n", &n]);
-    let out = c.ok(&[
-        "attach",
-        "-n",
-        &n,
-        "--",
-        "sh",
-        "-c",
-        "hostname; cat /proc/1/comm",
-    ]);
+    let out = c.attach_ok(&n, &["sh", "-c", "hostname; cat /proc/1/comm"]);
     assert_eq!(out, format!("{n}\ninit\n"));
     let t = Instant::now();
     c.ok(&["stop", "-n", &n]);

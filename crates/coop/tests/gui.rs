@@ -3,17 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[test]
 fn x_program_in_a_container_shows_in_spicy_screenshot() {
@@ -40,45 +32,14 @@ fn x_program_in_a_container_shows_in_spicy_screenshot() {
     let addr = format!("127.0.0.1:{port}");
     c.ok(&["start", "-n", &n, "--spice", &addr]);
     assert_eq!(c.info(&n)["spice"], addr.as_str());
-    let disp = c.ok(&["attach", "-n", &n, "--", "sh", "-c", "echo $DISPLAY"]);
+    let disp = c.attach_ok(&n, &["sh", "-c", "echo $DISPLAY"]);
     assert_eq!(disp.trim(), ":0");
-    c.ok(&[
-        "attach",
-        "-n",
-        &n,
-        "--",
-        "/usr/bin/xsetroot",
-        "-solid",
-        "#12ab34",
-    ]);
+    c.attach_ok(&n, &["/usr/bin/xsetroot", "-solid", "#12ab34"]);
     let shot = c.root.path().join("shot.ppm");
-    let out = Command::new("timeout")
-        .args([
-            "30",
-            "spicy-screenshot",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-o",
-        ])
-        .arg(&shot)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "spicy-screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ppm = std::fs::read(&shot).unwrap();
-    let header_end = ppm
-        .windows(4)
-        .position(|w| w == b"255\n")
-        .expect("P6 header")
-        + 4;
-    let pixels = &ppm[header_end..];
+    spicy_screenshot(port, &shot);
+    let pixels = ppm_pixels(&shot);
     assert!(!pixels.is_empty());
-    let all = pixels.chunks(3).all(|p| p == [0x12, 0xab, 0x34]);
+    let all = pixels.iter().all(|p| *p == [0x12, 0xab, 0x34]);
     assert!(
         all,
         "the container's X root colour is not on the SPICE screen"

@@ -85,27 +85,22 @@ fn bridge_addresses_dhcp_http_ports_nat_and_cleanup() {
     assert!(link["host_veth"].as_str().is_some(), "{info}");
 
     // Same bridge: reachable. Other network: not.
-    c.ok(&[
-        "attach", "-n", &a, "--", "ping", "-c", "1", "-W", "2", &b_ip,
-    ]);
-    let out = c.run(&[
-        "attach", "-n", &cc, "--", "ping", "-c", "1", "-W", "1", &a_ip,
-    ]);
+    c.attach_ok(&a, &["ping", "-c", "1", "-W", "2", &b_ip]);
+    let out = c.attach(&cc, &["ping", "-c", "1", "-W", "1", &a_ip]);
     assert!(
         !out.status.success(),
         "containers on two networks reached each other"
     );
 
     // busybox httpd answers at the container's address and at the published port.
-    c.ok(&[
-        "attach",
-        "-n",
+    c.attach_ok(
         &a,
-        "--",
-        "sh",
-        "-c",
-        "mkdir -p /www && echo hello-from-coop > /www/index.html && httpd -h /www -p 80",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-from-coop > /www/index.html && httpd -h /www -p 80",
+        ],
+    );
     assert!(http_get(&format!("{a_ip}:80"))
         .unwrap()
         .contains("hello-from-coop"));
@@ -114,8 +109,7 @@ fn bridge_addresses_dhcp_http_ports_nat_and_cleanup() {
         .contains("hello-from-coop"));
 
     // The template's own DHCP client gets the very address coop leased.
-    let dhcp = c.ok(&[
-        "attach", "-n", &a, "--", "sh", "-c",
+    let dhcp = c.attach_ok(&a, &["sh", "-c",
         "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo LEASE=$ip\\n' > /tmp/s; chmod +x /tmp/s; udhcpc -i eth0 -n -q -t 5 -s /tmp/s",
     ]);
     assert!(dhcp.contains(&format!("LEASE={a_ip}")), "{dhcp}");
@@ -132,18 +126,7 @@ fn bridge_addresses_dhcp_http_ports_nat_and_cleanup() {
          ip addr add {rpre}1/24 dev {hv} && ip link set {hv} up && \
          ip -n {ns} addr add {rpre}2/24 dev eth9 && ip -n {ns} link set eth9 up && ip -n {ns} link set lo up"
     ));
-    c.ok(&[
-        "attach",
-        "-n",
-        &a,
-        "--",
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        &format!("{rpre}2"),
-    ]);
+    c.attach_ok(&a, &["ping", "-c", "1", "-W", "2", &format!("{rpre}2")]);
 
     // A clean stop with networking still takes under 3 s, and leaves no veth behind.
     let host_veth = link["host_veth"].as_str().unwrap().to_string();

@@ -22,6 +22,97 @@ pub fn need_root() -> bool {
     }
 }
 
+/// Whether `cmd` is on PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// What every coLinux test needs besides root: the UML kernel and a static guest agent
+/// (named by COOP_GUEST_AGENT). Prints SKIP and returns false when one is missing.
+pub fn colinux_prerequisites() -> bool {
+    if !Path::new("/usr/bin/linux.uml").exists() {
+        eprintln!("SKIP: /usr/bin/linux.uml missing (package user-mode-linux)");
+        return false;
+    }
+    match std::env::var("COOP_GUEST_AGENT") {
+        Ok(p) if Path::new(&p).exists() => true,
+        _ => {
+            eprintln!(
+                "SKIP: COOP_GUEST_AGENT does not name a static coop-guest-agent (scripts/test.sh builds one)"
+            );
+            false
+        }
+    }
+}
+
+/// `coop attach -n NAME -- ARGS` until `ready` accepts its output: a coLinux guest's
+/// agent only answers once the guest's init started it. Panics after `limit`.
+pub fn attach_when(
+    c: &Coop,
+    name: &str,
+    args: &[&str],
+    limit: Duration,
+    ready: impl Fn(&Output) -> bool,
+) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = c
+            .cmd()
+            .args(["attach", "-n", name, "--"])
+            .args(args)
+            .output()
+            .unwrap();
+        if ready(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "coop attach {name} -- {args:?} never got ready: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `timeout 30 spicy-screenshot` of the SPICE server on 127.0.0.1:`port` into `out`,
+/// insisting it succeeded.
+pub fn spicy_screenshot(port: u16, out: &Path) {
+    let o = Command::new("timeout")
+        .args(["30", "spicy-screenshot", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "spicy-screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Every pixel of a binary PPM (P6, maxval 255) of `path`.
+pub fn ppm_pixels(path: &Path) -> Vec<[u8; 3]> {
+    let ppm = std::fs::read(path).unwrap();
+    let header_end = ppm
+        .windows(4)
+        .position(|w| w == b"255\n")
+        .expect("P6 header")
+        + 4;
+    let body = &ppm[header_end..];
+    assert_eq!(
+        body.len() % 3,
+        0,
+        "{} holds a partial pixel",
+        path.display()
+    );
+    body.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect()
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub fn unique(prefix: &str) -> String {
@@ -116,6 +207,31 @@ impl Coop {
             String::from_utf8_lossy(&fsck.stdout)
         );
         img
+    }
+
+    /// `coop attach -n NAME -- ARGS`; its output, whatever the exit status.
+    pub fn attach(&self, name: &str, args: &[&str]) -> Output {
+        let mut full = vec!["attach", "-n", name, "--"];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    /// `coop attach -n NAME -- ARGS`, insisting on success; returns stdout.
+    pub fn attach_ok(&self, name: &str, args: &[&str]) -> String {
+        let mut full = vec!["attach", "-n", name, "--"];
+        full.extend_from_slice(args);
+        self.ok(&full)
+    }
+
+    /// `coop create -n NAME --kind colinux -t TEMPLATE --memory MEMORY EXTRA…`, tracked
+    /// for clean-up.
+    pub fn create_colinux(&self, name: &str, template: &str, memory: &str, extra: &[&str]) {
+        self.track(name);
+        let mut args = vec![
+            "create", "-n", name, "--kind", "colinux", "-t", template, "--memory", memory,
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
     }
 
     /// Run and insist on failure; returns stderr.
@@ -293,6 +409,16 @@ impl PtyProc {
                 }
             }
         }
+    }
+
+    /// Ctrl-a q: detaches from the console, insisting `coop console` then exits 0.
+    pub fn detach(&mut self) {
+        self.send("\x01q");
+        assert!(
+            self.wait(Duration::from_secs(5))
+                .is_some_and(|s| s.success()),
+            "coop console did not exit cleanly on Ctrl-a q"
+        );
     }
 
     pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
