@@ -520,7 +520,46 @@ pub async fn link(
     }
 }
 
+/// What [`Client::on_received`] saw.
+#[derive(Debug, PartialEq, Eq)]
+enum Received {
+    /// A PING (answered).
+    Ping,
+    /// Another base message (SET_ACK answered when `auto_ack`).
+    Base,
+    /// A channel message, for the caller.
+    Other,
+}
+
 impl Client {
+    /// Counts `m` towards the ACK window (sending ACK when it is full) and answers base
+    /// messages as spice-gtk does: SET_ACK with ACK_SYNC, PING with PONG.
+    async fn on_received(&mut self, m: &RawMessage) -> Received {
+        if self.window > 0 && self.auto_ack {
+            self.left -= 1;
+            if self.left == 0 {
+                self.left = self.window;
+                self.send(&BaseClientMsg::Ack).await;
+            }
+        }
+        if m.msg_type >= msg::base::BASE_LAST {
+            return Received::Other;
+        }
+        match BaseServerMsg::decode(m.msg_type, &m.body).expect("base msg") {
+            BaseServerMsg::SetAck { generation, window } if self.auto_ack => {
+                self.window = window;
+                self.left = window;
+                self.send(&BaseClientMsg::AckSync { generation }).await;
+                Received::Base
+            }
+            BaseServerMsg::Ping { id, timestamp, .. } => {
+                self.send(&BaseClientMsg::Pong { id, timestamp }).await;
+                Received::Ping
+            }
+            _ => Received::Base,
+        }
+    }
+
     pub async fn send<M: Message>(&mut self, m: &M) {
         self.serial += 1;
         let mut out = Vec::new();
@@ -533,28 +572,11 @@ impl Client {
         loop {
             match self.framer.next_message() {
                 Ok(Some(m)) => {
-                    if self.window > 0 && self.auto_ack {
-                        self.left -= 1;
-                        if self.left == 0 {
-                            self.left = self.window;
-                            self.send(&BaseClientMsg::Ack).await;
-                        }
+                    if self.on_received(&m).await == Received::Other {
+                        return Some(m);
                     }
-                    if m.msg_type < msg::base::BASE_LAST {
-                        match BaseServerMsg::decode(m.msg_type, &m.body).expect("base msg") {
-                            BaseServerMsg::SetAck { generation, window } if self.auto_ack => {
-                                self.window = window;
-                                self.left = window;
-                                self.send(&BaseClientMsg::AckSync { generation }).await;
-                            }
-                            BaseServerMsg::Ping { id, timestamp, .. } => {
-                                self.send(&BaseClientMsg::Pong { id, timestamp }).await;
-                            }
-                            _ => {}
-                        }
-                        continue;
-                    }
-                    return Some(m);
+                    // A base message, answered: the framer may hold more.
+                    continue;
                 }
                 Ok(None) => {}
                 Err(e) => panic!("framing: {e}"),
@@ -678,28 +700,10 @@ impl Client {
                 let Some(m) = self.recv_raw().await else {
                     break;
                 };
-                if self.window > 0 && self.auto_ack {
-                    self.left -= 1;
-                    if self.left == 0 {
-                        self.left = self.window;
-                        self.send(&BaseClientMsg::Ack).await;
-                    }
-                }
-                if m.msg_type < msg::base::BASE_LAST {
-                    match BaseServerMsg::decode(m.msg_type, &m.body).expect("base msg") {
-                        BaseServerMsg::Ping { id, timestamp, .. } => {
-                            self.send(&BaseClientMsg::Pong { id, timestamp }).await;
-                            pings += 1;
-                        }
-                        BaseServerMsg::SetAck { generation, window } if self.auto_ack => {
-                            self.window = window;
-                            self.left = window;
-                            self.send(&BaseClientMsg::AckSync { generation }).await;
-                        }
-                        _ => {}
-                    }
-                } else {
-                    others.push(m);
+                match self.on_received(&m).await {
+                    Received::Ping => pings += 1,
+                    Received::Base => {}
+                    Received::Other => others.push(m),
                 }
             }
         };
