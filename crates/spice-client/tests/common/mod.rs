@@ -173,27 +173,25 @@ impl Xspice {
         Some(x)
     }
 
-    /// Runs an X client to completion.
-    pub fn run(&mut self, argv: &[&str]) {
-        let st = Command::new(argv[0])
-            .args(&argv[1..])
+    /// `argv` as an X client of this server, its output discarded.
+    fn client(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..])
             .env("DISPLAY", format!(":{}", self.display))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
+            .stderr(Stdio::null());
+        c
+    }
+
+    /// Runs an X client to completion.
+    pub fn run(&mut self, argv: &[&str]) {
+        let st = self.client(argv).status().unwrap();
         assert!(st.success(), "{argv:?} failed: {st}");
     }
 
     /// Starts a long-running X client, killed with the server.
     pub fn spawn(&mut self, argv: &[&str]) {
-        let c = Command::new(argv[0])
-            .args(&argv[1..])
-            .env("DISPLAY", format!(":{}", self.display))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let c = self.client(argv).spawn().unwrap();
         self.clients.push(ChildGuard(c));
     }
 
