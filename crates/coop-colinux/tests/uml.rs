@@ -313,6 +313,21 @@ fn sha256(p: &Path) -> String {
         .to_string()
 }
 
+/// `e2fsck -fn` finds nothing wrong with `image` (checked after the guest's `when`).
+fn assert_fsck_clean(image: &Path, when: &str) {
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn after {when}: {}\n{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}
+
 fn spec(name: String, disk: Disk, shares: Vec<Share>) -> InstanceSpec {
     InstanceSpec {
         name,
@@ -442,17 +457,7 @@ fn boot_login_agent_share_mconsole_halt() {
     assert!(mc.command("no-such-command").is_err());
 
     uml.stop();
-    let fsck = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn after halt: {}\n{}",
-        String::from_utf8_lossy(&fsck.stdout),
-        String::from_utf8_lossy(&fsck.stderr)
-    );
+    assert_fsck_clean(&image, "halt");
 }
 
 #[test]
@@ -567,14 +572,5 @@ fn vector_tap_network_reaches_the_host() {
         "kernel still running after poweroff; console:\n{}",
         uml.console_text()
     );
-    let fsck = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn after poweroff: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    assert_fsck_clean(&image, "poweroff");
 }
