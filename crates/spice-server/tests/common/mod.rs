@@ -581,13 +581,21 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => panic!("framing: {e}"),
             }
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = self.s.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
+            if !self.read_more().await {
                 return None;
             }
-            self.framer.push(&buf[..n]);
         }
+    }
+
+    /// Reads what the server sent next into the framer; false at EOF.
+    async fn read_more(&mut self) -> bool {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = self.s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        self.framer.push(&buf[..n]);
+        true
     }
 
     /// The next message of any type, without answering anything.
@@ -598,12 +606,9 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => panic!("framing: {e}"),
             }
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = self.s.read(&mut buf).await.unwrap_or(0);
-            if n == 0 {
+            if !self.read_more().await {
                 return None;
             }
-            self.framer.push(&buf[..n]);
         }
     }
 
