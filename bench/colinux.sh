@@ -30,12 +30,9 @@ RUNS=${RUNS:-10}
 SECS=${SECS:-5}
 DD_MB=${DD_MB:-256}
 PORT=${PORT:-7101}
-TGT=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p coop
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p coop-guest-agent \
-  --target x86_64-unknown-linux-gnu --target-dir "$TGT/guest-agent"
-export COOP_GUEST_AGENT=$TGT/guest-agent/x86_64-unknown-linux-gnu/release/coop-guest-agent
-COOP=$TGT/release/coop
+BIN=$(scripts/build-static.sh)
+export COOP_GUEST_AGENT=$BIN/coop-guest-agent
+COOP=$BIN/coop
 W=$(mktemp -d /tmp/coopco.XXXX)
 export COOP_ROOT=$W/coop
 NET=${NET:-cbco$$}

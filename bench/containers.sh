@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
 for t in lxc-start hyperfine python3; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
-cargo build --release -q -p coop -p coop-monitor
-COOP=${CARGO_TARGET_DIR:-$PWD/target}/release/coop
+# The same static build the setup script installs.
+COOP=$(scripts/build-static.sh)/coop
 RUNS=${RUNS:-30}
 W=$(mktemp -d /tmp/coopbench.XXXX)
 BR=cbbr$$

@@ -13,8 +13,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
 for t in lxc-start iperf3 python3; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
-cargo build --release -q -p coop
-COOP=${COOP:-${CARGO_TARGET_DIR:-$PWD/target}/release/coop}
+COOP=${COOP:-$(scripts/build-static.sh)/coop}
 SECS=${SECS:-5}
 PAIRS=${PAIRS:-5}
 OMIT=${OMIT:-1}
