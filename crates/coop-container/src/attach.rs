@@ -216,6 +216,17 @@ fn enter(
     for (fd, flag, n) in ns {
         setns(fd.as_fd(), *flag).map_err(|e| format!("cannot join the {n} namespace: {e}"))?;
     }
+    if ns.iter().any(|(_, f, _)| *f == CloneFlags::CLONE_NEWUSER) {
+        // Our host uid 0 means nothing inside an lxc.idmap namespace (the command would
+        // run as the overflow id, "nobody"): become the container's own root, as init is.
+        use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+        let root = (Uid::from_raw(0), Gid::from_raw(0));
+        setgroups(&[]).map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
+        setresgid(root.1, root.1, root.1)
+            .map_err(|e| format!("cannot become the container's root group: {e}"))?;
+        setresuid(root.0, root.0, root.0)
+            .map_err(|e| format!("cannot become the container's root: {e}"))?;
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! into place only when the template succeeded and the resulting config parses, so a
 //! failure, a full disk or Ctrl-C never leaves a half-made container behind.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -200,7 +201,16 @@ pub fn create(
             }
         }
     }
-    Config::parse_str(&format!("{name}/config"), &body)?;
+    let final_cfg = Config::parse_str(&format!("{name}/config"), &body)?;
+    if !final_cfg.idmap.is_empty() && opts.colinux.is_none() {
+        // A user-namespaced container sees its files through lxc.idmap: own the tree
+        // by the mapped host ids, and let its (unprivileged) root reach the rootfs.
+        let n = crate::idmap::shift_tree(&rootfs, &final_cfg.idmap)?;
+        tracing::debug!(entries = n, "rootfs shifted into the lxc.idmap range");
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o711)).map_err(
+            Error::io(format!("cannot open {} for search", staging.display())),
+        )?;
+    }
     let cfg = staging.join("config");
     std::fs::write(&cfg, body).map_err(Error::io(format!("cannot write {}", cfg.display())))?;
     std::fs::rename(&staging, &final_dir).map_err(Error::io(format!(

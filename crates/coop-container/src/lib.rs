@@ -16,6 +16,7 @@ pub mod destroy;
 mod display;
 mod error;
 pub mod freeze;
+pub mod idmap;
 pub mod info;
 mod init;
 pub mod monitor;

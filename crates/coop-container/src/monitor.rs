@@ -301,6 +301,12 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
             rootfs.display()
         )));
     }
+    if let (Some(uid), Some(gid)) = (
+        crate::idmap::host_id(&config.idmap, 'u', 0),
+        crate::idmap::host_id(&config.idmap, 'g', 0),
+    ) {
+        crate::idmap::check_reachable(name, &rootfs, uid, gid)?;
+    }
     let run_dir = store.run_dir(name);
     fs::create_dir_all(&run_dir)
         .map_err(Error::io(format!("cannot create {}", run_dir.display())))?;
