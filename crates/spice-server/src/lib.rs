@@ -49,7 +49,7 @@ use spice_proto::link::{caps_from_bits, LinkInfo};
 use spice_proto::LinkServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 pub use coop_display;
 
@@ -205,6 +205,62 @@ impl Default for Config {
     }
 }
 
+/// Another SPICE server that clients are handed over to (SPICE's "switch host"
+/// migration: each client drops this server and links to the target by itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandoverTarget {
+    /// Host name or IP address, as the client will resolve it.
+    pub host: String,
+    /// Plain port (0: none).
+    pub port: u16,
+    /// TLS port (0: none).
+    pub tls_port: u16,
+    /// The target certificate's subject, for clients that verify it (TLS only).
+    pub cert_subject: Option<String>,
+}
+
+impl HandoverTarget {
+    /// Checks what spice-gtk needs: a host, a port, and no NUL inside the strings
+    /// (they travel NUL-terminated).
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if self.host.is_empty() || self.host.len() > 255 || self.host.contains('\0') {
+            return bad(format!(
+                "hand-over host {:?} must be 1-255 bytes without NUL",
+                self.host
+            ));
+        }
+        if self.port == 0 && self.tls_port == 0 {
+            return bad(format!(
+                "hand-over to {} needs a plain or a TLS port",
+                self.host
+            ));
+        }
+        if let Some(c) = &self.cert_subject {
+            if c.len() > 1024 || c.contains('\0') {
+                return bad(format!(
+                    "hand-over certificate subject {c:?} must be at most 1024 bytes without NUL"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dst_info(&self) -> spice_proto::main_channel::MigrationDstInfo {
+        let nul = |s: &str| {
+            let mut v = s.as_bytes().to_vec();
+            v.push(0);
+            v
+        };
+        spice_proto::main_channel::MigrationDstInfo {
+            port: self.port,
+            sport: self.tls_port,
+            host: nul(&self.host),
+            cert_subject: self.cert_subject.as_deref().map(nul).unwrap_or_default(),
+        }
+    }
+}
+
 /// Errors of the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -330,6 +386,8 @@ pub(crate) struct Shared {
     pub tally: Arc<Tally>,
     /// Set when the server stops; every connection task ends.
     pub stop: watch::Sender<bool>,
+    /// Hand-over orders; every main channel listens.
+    pub handover: broadcast::Sender<HandoverTarget>,
 }
 
 /// Stops every connection when [`Server::run`] ends or its future is dropped.
@@ -456,6 +514,7 @@ impl Server {
                 display: Arc::default(),
                 tally: Arc::default(),
                 stop: watch::channel(false).0,
+                handover: broadcast::channel(4).0,
             }),
             plain,
             tls,
@@ -473,6 +532,11 @@ impl Server {
     /// A handle for statistics that stays valid while [`Server::run`] runs.
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle(self.shared.clone())
+    }
+
+    /// A handle to hand clients over to another server while [`Server::run`] runs.
+    pub fn control_handle(&self) -> ControlHandle {
+        ControlHandle(self.shared.clone())
     }
 
     /// Accepts clients on every bound port; runs until dropped.
@@ -549,6 +613,28 @@ impl StatsHandle {
         }
     }
 }
+
+/// Controls a running server.
+#[derive(Clone)]
+pub struct ControlHandle(Arc<Shared>);
+
+impl ControlHandle {
+    /// Tells every connected client to drop this server and link to `target`
+    /// (MIGRATE_SWITCH_HOST). Returns how many sessions were told; each ends when its
+    /// client leaves, or after [`HANDOVER_GRACE`] at the latest.
+    pub fn handover(&self, target: HandoverTarget) -> Result<usize, ServerError> {
+        target.validate()?;
+        tracing::info!(host = %target.host, port = target.port, tls_port = target.tls_port, "handing clients over");
+        Ok(self.0.handover.send(target).unwrap_or(0))
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        StatsHandle(self.0.clone()).stats()
+    }
+}
+
+/// How long a handed-over client may stay before its session is closed.
+pub const HANDOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Connections served at once; more are closed on accept so fds stay bounded.
 const MAX_CONNECTIONS: usize = 256;

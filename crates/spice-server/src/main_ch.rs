@@ -195,9 +195,25 @@ async fn serve_main(
         from_client: None,
     };
     let mut events = shared.source.subscribe();
+    let mut handover = shared.handover.subscribe();
+    // Set once the client was told to switch to another server.
+    let mut leave_by: Option<Instant> = None;
     loop {
         let testing = *link.borrow() == LinkState::Testing;
         tokio::select! {
+            t = handover.recv(), if leave_by.is_none() => match t {
+                Ok(t) => {
+                    tracing::info!(session = session.id, host = %t.host, port = t.port, "switching the client to another server");
+                    ch.send_msg(&MainServerMsg::MigrateSwitchHost(t.dst_info())).await?;
+                    leave_by = Some(Instant::now() + crate::HANDOVER_GRACE);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+            _ = sleep_until_opt(leave_by) => {
+                tracing::info!(session = session.id, "handed-over client did not leave; closing its session");
+                return Ok(());
+            }
             p = ch.pongs.recv(), if testing => {
                 let Some((id, at)) = p else { return Ok(()) };
                 if let Some(st) = net.pong(id, at) {
@@ -233,6 +249,13 @@ async fn serve_main(
             },
         }
         agent.flush(ch).await?;
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
