@@ -29,6 +29,7 @@
 //! ```
 
 mod conn;
+pub mod control;
 mod cursor_ch;
 mod display_ch;
 mod imaging;
@@ -419,6 +420,37 @@ pub fn serve_blocking(config: Config, source: Box<dyn DisplaySource>) -> Result<
         .build()
         .map_err(ServerError::io("starting the tokio runtime"))?;
     rt.block_on(serve(config, source))
+}
+
+/// [`serve_blocking`], also answering on a control socket at `control` (see
+/// [`control`]) when one is given.
+pub fn serve_blocking_with_control(
+    config: Config,
+    source: Box<dyn DisplaySource>,
+    control: Option<&std::path::Path>,
+) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::io("starting the tokio runtime"))?;
+    rt.block_on(async {
+        let server = Server::bind(config, source).await?;
+        let ctl = match control {
+            Some(p) => Some(control::ControlSocket::bind(p).await?),
+            None => None,
+        };
+        let handle = server.control_handle();
+        let answer = async move {
+            match ctl {
+                Some(c) => c.run(handle).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = server.run() => r,
+            () = answer => Ok(()),
+        }
+    })
 }
 
 /// The channel capabilities we announce.
