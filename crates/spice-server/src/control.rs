@@ -1,10 +1,17 @@
 //! The control socket: a unix socket through which another process (`coop spice
 //! handover`) tells a running server to hand its clients over, or asks for its status.
 //!
-//! One request per connection, one text line each way:
-//! `handover HOST PORT TLS_PORT [CERT_SUBJECT]` → `ok N` (N sessions told) or
-//! `error MESSAGE`; `status` → `ok sessions=N connections=M`. The socket is created
-//! mode 0600: whoever may connect may move every client elsewhere.
+//! One request per connection, one text line each way (`error MESSAGE` on failure):
+//! - `handover HOST PORT TLS_PORT [CERT_SUBJECT]` → `ok N`: N sessions told to
+//!   switch host;
+//! - `migrate HOST PORT TLS_PORT [CERT_SUBJECT]` → `ok migrated=N switched=M lost=K`:
+//!   semi-seamless migration where the client supports it (the target must expect the
+//!   session ids first), switch host otherwise;
+//! - `sessions` → `ok ID …`: ids (hex) of the sessions that can migrate semi-seamlessly;
+//! - `expect ID …` → `ok N`: on a target, accept those session ids for a while;
+//! - `status` → `ok sessions=N connections=M`.
+//!
+//! The socket is created mode 0600: whoever may connect may move every client elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,7 +108,7 @@ async fn answer(s: UnixStream, server: &ControlHandle) -> std::io::Result<()> {
         Ok(Ok(_)) if !line.ends_with('\n') => {
             format!("error request longer than {MAX_LINE} bytes or not ended by a newline")
         }
-        Ok(Ok(_)) => match execute(line.trim_end_matches(['\r', '\n']), server) {
+        Ok(Ok(_)) => match execute(line.trim_end_matches(['\r', '\n']), server).await {
             Ok(s) => format!("ok {s}"),
             Err(e) => format!("error {e}"),
         },
@@ -110,7 +117,7 @@ async fn answer(s: UnixStream, server: &ControlHandle) -> std::io::Result<()> {
     w.shutdown().await
 }
 
-fn execute(req: &str, server: &ControlHandle) -> Result<String, String> {
+async fn execute(req: &str, server: &ControlHandle) -> Result<String, String> {
     let (verb, rest) = req.split_once(' ').unwrap_or((req, ""));
     match verb {
         "status" => {
@@ -124,6 +131,27 @@ fn execute(req: &str, server: &ControlHandle) -> Result<String, String> {
             let t = parse_handover(rest)?;
             server
                 .handover(t)
+                .map(|n| n.to_string())
+                .map_err(|e| e.to_string())
+        }
+        "migrate" => {
+            let t = parse_handover(rest)?;
+            let r = server.migrate(t).await.map_err(|e| e.to_string())?;
+            Ok(format!(
+                "migrated={} switched={} lost={}",
+                r.migrated, r.switched, r.lost
+            ))
+        }
+        "sessions" => Ok(server
+            .migratable_sessions()
+            .iter()
+            .map(|id| format!("{id:08x}"))
+            .collect::<Vec<_>>()
+            .join(" ")),
+        "expect" => {
+            let ids = parse_ids(rest)?;
+            server
+                .expect_migration(&ids)
                 .map(|n| n.to_string())
                 .map_err(|e| e.to_string())
         }
@@ -152,6 +180,13 @@ fn parse_handover(s: &str) -> Result<HandoverTarget, String> {
     Ok(t)
 }
 
+/// Session ids in hex, separated by spaces.
+pub fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
+    s.split_whitespace()
+        .map(|w| u32::from_str_radix(w, 16).map_err(|_| format!("session id {w:?} is not hex")))
+        .collect()
+}
+
 /// Sends one request line to the control socket at `path` and returns the answer after
 /// `ok `, or the server's `error` text as an error.
 pub async fn request(path: &Path, req: &str) -> Result<String, ServerError> {
@@ -174,9 +209,17 @@ pub async fn request(path: &Path, req: &str) -> Result<String, ServerError> {
             .await?;
         Ok::<_, std::io::Error>(line)
     };
-    let line = tokio::time::timeout(Duration::from_secs(10), work)
+    // A migration waits up to MIGRATION_ANSWER for the clients.
+    let wait = crate::MIGRATION_ANSWER + Duration::from_secs(10);
+    let line = tokio::time::timeout(wait, work)
         .await
-        .map_err(|_| ServerError::Protocol(format!("{}: no answer in 10 s", op("waiting on"))))?
+        .map_err(|_| {
+            ServerError::Protocol(format!(
+                "{}: no answer in {} s",
+                op("waiting on"),
+                wait.as_secs()
+            ))
+        })?
         .map_err(|source| ServerError::Io {
             op: op("talking to"),
             source,
@@ -228,5 +271,8 @@ mod tests {
         assert!(e.contains("needs a plain or a TLS port"), "{e}");
         let e = parse_handover("").unwrap_err();
         assert!(e.contains("PORT missing"), "{e}");
+        assert_eq!(parse_ids(" 0000002a ff ").unwrap(), vec![42, 255]);
+        assert!(parse_ids("xyz").unwrap_err().contains("\"xyz\""));
+        assert!(parse_ids("100000000").is_err());
     }
 }

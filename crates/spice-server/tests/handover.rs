@@ -336,3 +336,178 @@ async fn handover_keeps_the_password_and_refuses_bad_targets() {
     assert_eq!(b.control.stats().sessions, 1);
     assert_eq!(a.control.stats().sessions, 0);
 }
+
+/// The number of pixels of colour `rgb` on the X display `x` (`import -window root`).
+fn pixels_of(x: &Xvfb, rgb: [u8; 3]) -> usize {
+    let out = Command::new("import")
+        .args(["-window", "root", "-depth", "8", "ppm:-"])
+        .env("DISPLAY", &x.name)
+        .output()
+        .expect("import");
+    let d = out.stdout;
+    // P6 header: magic, width, height, maxval, each followed by one whitespace byte.
+    let mut fields = 0;
+    let mut i = 0;
+    while fields < 4 && i < d.len() {
+        while i < d.len() && d[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        while i < d.len() && !d[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        fields += 1;
+    }
+    d.get(i + 1..)
+        .unwrap_or_default()
+        .chunks(3)
+        .filter(|p| *p == rgb)
+        .count()
+}
+
+/// Links a main channel to `port` with `connection_id`; the link result.
+async fn link_main(port: u16, connection_id: u32) -> spice_proto::LinkStatus {
+    use spice_client::spice_proto;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let cfg = spice_proto::LinkClientConfig::new(
+        connection_id,
+        spice_proto::consts::channel::MAIN,
+        0,
+        "",
+    );
+    let mut lc = spice_proto::LinkClient::new(cfg).expect("link client");
+    let mut out = Vec::new();
+    lc.start(&mut out);
+    s.write_all(&out).await.expect("write link");
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        assert!(n > 0, "server closed during the link");
+        out.clear();
+        let st = lc.feed(&buf[..n], &mut out).expect("link feed");
+        if !out.is_empty() {
+            s.write_all(&out).await.expect("write ticket");
+        }
+        if st != spice_proto::LinkStatus::InProgress {
+            return st;
+        }
+    }
+}
+
+use spice_client::spice_proto;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_ids() {
+    if skip_without(&[
+        "Xvfb",
+        "xdpyinfo",
+        "xsetroot",
+        "remote-viewer",
+        "import",
+        "ss",
+    ]) {
+        return;
+    }
+    let a_x = Xvfb::start(155, 400, 300);
+    let b_x = Xvfb::start(156, 400, 300);
+    assert!(a_x.run("xsetroot", &["-solid", "#aa4411"]));
+    assert!(b_x.run("xsetroot", &["-solid", "#1188aa"]));
+    let a = serve(&a_x.name, Ticketing::Disabled).await;
+    let b = serve(&b_x.name, Ticketing::Disabled).await;
+    let viewer_x = Xvfb::start(157, 1024, 768);
+    let _viewer = viewer_x.spawn("remote-viewer", &[&format!("spice://127.0.0.1:{}", a.port)]);
+    let a_colour = [0xaa, 0x44, 0x11];
+    let b_colour = [0x11, 0x88, 0xaa];
+    let shown = 400 * 300 * 9 / 10;
+    assert!(
+        wait_for(Duration::from_secs(20), || pixels_of(&viewer_x, a_colour)
+            >= shown)
+        .await,
+        "remote-viewer does not show A"
+    );
+    // spice-gtk announces SEMI_SEAMLESS_MIGRATE: its session can migrate.
+    let ids = a.control.migratable_sessions();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids[0];
+
+    // A target refuses a main channel carrying a session id it was not told to expect…
+    assert_eq!(
+        link_main(b.port, id).await,
+        spice_proto::LinkStatus::Failed(spice_proto::LinkErr::BAD_CONNECTION_ID)
+    );
+    assert!(b.control.expect_migration(&[0]).is_err());
+    // …and accepts the client once it was.
+    assert_eq!(b.control.expect_migration(&ids).unwrap(), 1);
+    let target = |port| HandoverTarget {
+        host: "127.0.0.1".into(),
+        port,
+        tls_port: 0,
+        cert_subject: None,
+    };
+    let t0 = Instant::now();
+    let r = a.control.migrate(target(b.port)).await.expect("migrate");
+    eprintln!(
+        "semi-seamless migration answered in {:?}: {r:?}",
+        t0.elapsed()
+    );
+    assert_eq!((r.migrated, r.switched, r.lost), (1, 0, 0), "{r:?}");
+    assert!(
+        wait_for(Duration::from_secs(5), || a.control.stats().sessions == 0
+            && b.control.stats().sessions == 1)
+        .await,
+        "A has {} sessions, B {}",
+        a.control.stats().sessions,
+        b.control.stats().sessions
+    );
+    // The session kept its id on B.
+    assert_eq!(b.control.migratable_sessions(), vec![id]);
+    assert!(
+        wait_for(Duration::from_secs(10), || connections_of(
+            "remote-viewer",
+            b.port
+        ) >= 3
+            && connections_of("remote-viewer", a.port) == 0)
+        .await,
+        "ss: remote-viewer has {} connections to B, {} to A",
+        connections_of("remote-viewer", b.port),
+        connections_of("remote-viewer", a.port)
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || pixels_of(&viewer_x, b_colour)
+            >= shown)
+        .await,
+        "remote-viewer does not show B after the migration ({} B pixels, {} A pixels)",
+        pixels_of(&viewer_x, b_colour),
+        pixels_of(&viewer_x, a_colour)
+    );
+    // The id is used up: the same link again is refused.
+    assert_eq!(
+        link_main(b.port, id).await,
+        spice_proto::LinkStatus::Failed(spice_proto::LinkErr::BAD_CONNECTION_ID)
+    );
+
+    // Back to A without telling A to expect the session: the client's links to A are
+    // refused, it answers MIGRATE_CONNECT_ERROR and is switched over instead.
+    let r = b
+        .control
+        .migrate(target(a.port))
+        .await
+        .expect("migrate back");
+    assert_eq!((r.migrated, r.switched, r.lost), (0, 1, 0), "{r:?}");
+    assert!(
+        wait_for(Duration::from_secs(10), || a.control.stats().sessions == 1
+            && b.control.stats().sessions == 0)
+        .await,
+        "A has {} sessions, B {}",
+        a.control.stats().sessions,
+        b.control.stats().sessions
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || pixels_of(&viewer_x, a_colour)
+            >= shown)
+        .await,
+        "remote-viewer does not show A after the switch back"
+    );
+}
