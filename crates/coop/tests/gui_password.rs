@@ -1,6 +1,7 @@
 //! Password-protected GUI containers (`coop.display.spice.password-file`,
 //! `coop start --spice-password-file`) and `coop spice handover -n NAME` moving a real
-//! client (remote-viewer) from one GUI container's display to another's.
+//! client (remote-viewer) from one GUI container's display to another's, by switch
+//! host and by semi-seamless migration (`--to-name`).
 //!
 //! Ports 5990-5995, containers named `so-…`.
 
@@ -318,6 +319,31 @@ fn spice_handover_moves_remote_viewer_between_gui_containers() {
     );
     let st = c.ok(&["spice", "status", "-n", b]);
     assert!(st.contains("sessions=1"), "B: {st}");
+    // Back to A semi-seamlessly: A is told the session id to expect, remote-viewer
+    // links to A while still on B, then B lets it go.
+    let out = c.ok(&["spice", "handover", "-n", b, "--to-name", a]);
+    assert!(
+        out.contains("migrated=1 switched=0 lost=0"),
+        "semi-seamless hand-over: {out}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || connections_of(
+            "remote-viewer",
+            5993
+        ) >= 3
+            && connections_of("remote-viewer", 5994) == 0),
+        "after the migration remote-viewer has {} connections to A and {} to B",
+        connections_of("remote-viewer", 5993),
+        connections_of("remote-viewer", 5994)
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || c
+            .ok(&["spice", "status", "-n", b])
+            .contains("sessions=0")),
+        "B still has a session"
+    );
+    let st = c.ok(&["spice", "status", "-n", a]);
+    assert!(st.contains("sessions=1"), "A: {st}");
     drop(xv);
     for n in [a, b] {
         c.ok(&["stop", "-k", "-n", n]);
