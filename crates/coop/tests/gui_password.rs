@@ -106,6 +106,15 @@ fn password_protected_gui_container_refuses_wrong_password_and_serves_the_right_
     let e = c.fails(&["start", "-n", open, "--spice", "0.0.0.0:5990"]);
     assert!(e.contains("without a password"), "{e}");
     assert!(e.contains("password-file"), "{e}");
+    // A password without a display to protect is a mistake worth saying.
+    let e = c.fails(&[
+        "start",
+        "-n",
+        open,
+        "--spice-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert!(e.contains("no display to serve"), "{e}");
     // A relative password-file path in the config is a bad value naming file, line, key.
     let rel = "so-rel";
     let cfg = c.root.path().join("rel.conf");

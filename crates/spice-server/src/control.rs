@@ -275,4 +275,33 @@ mod tests {
         assert!(parse_ids("xyz").unwrap_err().contains("\"xyz\""));
         assert!(parse_ids("100000000").is_err());
     }
+
+    #[tokio::test]
+    async fn bind_replaces_stale_sockets_only() {
+        let dir = std::env::temp_dir().join(format!("so-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("ctl");
+        // A regular file is not ours to remove.
+        std::fs::write(&p, "x").unwrap();
+        let e = ControlSocket::bind(&p).await.err().expect("file refused");
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        // A stale socket (nobody listening) is replaced…
+        drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
+        let live = ControlSocket::bind(&p)
+            .await
+            .expect("stale socket replaced");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // …a live one is not.
+        let e = ControlSocket::bind(&p)
+            .await
+            .err()
+            .expect("live socket kept");
+        assert!(e.to_string().contains("another server"), "{e}");
+        drop(live);
+        assert!(!p.exists(), "socket file left behind");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -212,6 +212,7 @@ async fn remote_viewer_and_our_client_follow_a_handover_to_another_server() {
         "ss does not show remote-viewer's channels to A"
     );
 
+    let t0 = Instant::now();
     let told = a
         .control
         .handover(HandoverTarget {
@@ -251,6 +252,10 @@ async fn remote_viewer_and_our_client_follow_a_handover_to_another_server() {
         wait_for(Duration::from_secs(20), || share_of(&ours, 0x22aa55) > 0.9).await,
         "our client does not show B's colour after the hand-over (error: {:?})",
         ours.error()
+    );
+    eprintln!(
+        "switch host: both clients on B and our client showing B's screen {:?} after the order",
+        t0.elapsed()
     );
     assert!(ours.error().is_none(), "{:?}", ours.error());
     // The hand-over is not a one-way trip: B can hand the clients back.
