@@ -120,8 +120,8 @@ struct Shared {
     /// Set when the server told us to switch to another server: this session's channels
     /// closing is then expected, not an error.
     switching: std::sync::atomic::AtomicBool,
-    /// Where the main task reports a switch-host order.
-    switch_tx: tokio::sync::mpsc::UnboundedSender<SwitchTarget>,
+    /// Where the main task reports that the server moves us.
+    switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
 }
 
 /// Where a MIGRATE_SWITCH_HOST message sends us.
@@ -130,6 +130,19 @@ struct SwitchTarget {
     host: String,
     port: u16,
     tls_port: u16,
+}
+
+/// How the server moves us to another server.
+enum Move {
+    /// MIGRATE_SWITCH_HOST: link afresh there.
+    Switch(SwitchTarget),
+    /// Semi-seamless migration: our main channel is linked to the target with our
+    /// session id and has sent it MIGRATE_END; MAIN INIT comes next on it.
+    Migrated {
+        host: String,
+        port: u16,
+        main: Channel,
+    },
 }
 
 /// The live connection behind a [`Session`], replaced when the server hands us over.
@@ -141,6 +154,7 @@ struct Current {
 struct Slot {
     cur: Mutex<Current>,
     switches: AtomicU64,
+    migrations: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,26 +215,35 @@ impl Session {
         let slot = Arc::new(Slot {
             cur: Mutex::new(Current { shared, main_tx }),
             switches: AtomicU64::new(0),
+            migrations: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&slot);
         let follower = tokio::spawn(async move {
-            while let Some(t) = switch_rx.recv().await {
+            while let Some(mv) = switch_rx.recv().await {
                 let Some(slot) = weak.upgrade() else { return };
                 let old = lock(&slot.cur).shared.clone();
                 old.abort_tasks();
                 let mut cfg = old.cfg.clone();
                 drop(slot);
-                if t.port == 0 {
-                    old.switching.store(false, Ordering::SeqCst);
-                    old.fail(ClientError::Unsupported(
+                let seamless = matches!(mv, Move::Migrated { .. });
+                let opened = match mv {
+                    Move::Switch(t) if t.port == 0 => Err(ClientError::Unsupported(
                         "hand-over to a server reachable only over TLS",
-                    ));
-                    continue;
-                }
-                tracing::info!(host = %t.host, port = t.port, "server handed us over; reconnecting");
-                cfg.host = t.host;
-                cfg.port = t.port;
-                match open(cfg, switch_tx.clone()).await {
+                    )),
+                    Move::Switch(t) => {
+                        tracing::info!(host = %t.host, port = t.port, "server handed us over; reconnecting");
+                        cfg.host = t.host;
+                        cfg.port = t.port;
+                        open(cfg, switch_tx.clone()).await
+                    }
+                    Move::Migrated { host, port, main } => {
+                        tracing::info!(%host, port, "migrated to another server");
+                        cfg.host = host;
+                        cfg.port = port;
+                        start(cfg, main, switch_tx.clone()).await
+                    }
+                };
+                match opened {
                     Ok((shared, main_tx)) => {
                         let Some(slot) = weak.upgrade() else {
                             shared.abort_tasks();
@@ -228,6 +251,9 @@ impl Session {
                         };
                         *lock(&slot.cur) = Current { shared, main_tx };
                         slot.switches.fetch_add(1, Ordering::SeqCst);
+                        if seamless {
+                            slot.migrations.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                     Err(e) => {
                         old.switching.store(false, Ordering::SeqCst);
@@ -256,6 +282,12 @@ impl Session {
         self.slot.switches.load(Ordering::SeqCst)
     }
 
+    /// How many of those hand-overs were semi-seamless migrations (linked to the
+    /// target before leaving), the others being switch-host reconnections.
+    pub fn migrations(&self) -> u64 {
+        self.slot.migrations.load(Ordering::SeqCst)
+    }
+
     /// The server this session is linked to now, as (host, port).
     pub fn server(&self) -> (String, u16) {
         let sh = self.sh();
@@ -266,13 +298,28 @@ impl Session {
 /// Links the main channel of one server and starts its channel tasks.
 async fn open(
     cfg: ClientConfig,
-    switch_tx: tokio::sync::mpsc::UnboundedSender<SwitchTarget>,
+    switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
 ) -> Result<(Arc<Shared>, ChannelSender), ClientError> {
-    let addr = cfg.addr();
-    let mut link = LinkClientConfig::new(0, chan::MAIN, 0, &cfg.password);
+    let main = link_main(&cfg, 0).await?;
+    start(cfg, main, switch_tx).await
+}
+
+/// Links a main channel: `connection_id` 0 for a new session, else the session a
+/// migration target was told to expect.
+async fn link_main(cfg: &ClientConfig, connection_id: u32) -> Result<Channel, ClientError> {
+    let mut link = LinkClientConfig::new(connection_id, chan::MAIN, 0, &cfg.password);
+    set_cap(&mut link.channel_caps, caps::main::SEMI_SEAMLESS_MIGRATE);
     set_cap(&mut link.channel_caps, caps::main::NAME_AND_UUID);
     set_cap(&mut link.channel_caps, caps::main::AGENT_CONNECTED_TOKENS);
-    let mut main = Channel::connect(&addr, link, cfg.timeout).await?;
+    Channel::connect(&cfg.addr(), link, cfg.timeout).await
+}
+
+/// Waits for MAIN INIT on a linked main channel and starts the session's tasks.
+async fn start(
+    cfg: ClientConfig,
+    mut main: Channel,
+    switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
+) -> Result<(Arc<Shared>, ChannelSender), ClientError> {
     // One deadline for the whole wait, so that a server sending other
     // messages (pings) forever cannot keep us here.
     let init_deadline = Instant::now() + cfg.timeout;
@@ -546,6 +593,9 @@ async fn flush_agent(sh: &Shared, tx: &ChannelSender) -> Result<(), ClientError>
 
 async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientError> {
     let tx = main.tx.clone();
+    // A semi-seamless migration under way: the target's host, port and our main
+    // channel linked there.
+    let mut pending: Option<(String, u16, Channel)> = None;
     loop {
         let m = main.recv().await?;
         match decode_main(&m)? {
@@ -574,6 +624,48 @@ async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientErr
             MainServerMsg::MouseMode { current, .. } => {
                 sh.mouse_mode.store(current, Ordering::Relaxed)
             }
+            MainServerMsg::MigrateBegin(d) => {
+                let mut cfg = sh.cfg.clone();
+                cfg.host = String::from_utf8_lossy(d.host.strip_suffix(&[0]).unwrap_or(&d.host))
+                    .into_owned();
+                cfg.port = d.port;
+                let linked = if cfg.port == 0 || cfg.host.is_empty() {
+                    Err(ClientError::Unsupported(
+                        "migration to a server reachable only over TLS",
+                    ))
+                } else {
+                    link_main(&cfg, sh.session_id).await
+                };
+                match linked {
+                    Ok(ch) => {
+                        pending = Some((cfg.host, cfg.port, ch));
+                        tx.send(&MainClientMsg::MigrateConnected).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, host = %cfg.host, port = cfg.port, "cannot link to the migration target");
+                        tx.send(&MainClientMsg::MigrateConnectError).await?;
+                    }
+                }
+            }
+            MainServerMsg::MigrateCancel => pending = None,
+            MainServerMsg::MigrateEnd => {
+                let Some((host, port, dst)) = pending.take() else {
+                    return Err(ClientError::Server(
+                        "MIGRATE_END without a migration under way".into(),
+                    ));
+                };
+                // The source lets us go: the target starts our session on MIGRATE_END.
+                dst.tx.send(&MainClientMsg::MigrateEnd).await?;
+                sh.switching.store(true, Ordering::SeqCst);
+                return sh
+                    .switch_tx
+                    .send(Move::Migrated {
+                        host,
+                        port,
+                        main: dst,
+                    })
+                    .map_err(|_| ClientError::Server("session dropped while migrating".into()));
+            }
             MainServerMsg::MigrateSwitchHost(d) => {
                 let text = |b: &[u8]| {
                     String::from_utf8_lossy(b.strip_suffix(&[0]).unwrap_or(b)).into_owned()
@@ -590,7 +682,7 @@ async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientErr
                 }
                 sh.switching.store(true, Ordering::SeqCst);
                 // Returning drops this main channel: the server sees us leave.
-                return sh.switch_tx.send(t).map_err(|_| {
+                return sh.switch_tx.send(Move::Switch(t)).map_err(|_| {
                     ClientError::Server("session dropped while switching servers".into())
                 });
             }

@@ -1,5 +1,6 @@
-//! Hand-over (SPICE "switch host" migration) with real peers: remote-viewer and our own
-//! client, linked to server A, are told to move to server B and end up on B's screen.
+//! Hand-over with real peers: remote-viewer and our own client, linked to server A,
+//! are told to move to server B (MIGRATE_SWITCH_HOST, or semi-seamless migration
+//! with MIGRATE_BEGIN/END) and end up on B's screen.
 //!
 //! Displays :150-:153 and no fixed ports (the servers bind port 0).
 
@@ -432,10 +433,20 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
         .await,
         "remote-viewer does not show A"
     );
-    // spice-gtk announces SEMI_SEAMLESS_MIGRATE: its session can migrate.
+    // spice-gtk announces SEMI_SEAMLESS_MIGRATE: its session can migrate; so does ours.
+    let rv_ids = a.control.migratable_sessions();
+    assert_eq!(rv_ids.len(), 1, "{rv_ids:?}");
+    let id = rv_ids[0];
+    let ours = spice_client::Session::connect(spice_client::ClientConfig::new("127.0.0.1", a.port))
+        .await
+        .expect("connect to A");
+    assert!(
+        wait_for(Duration::from_secs(20), || share_of(&ours, 0xaa4411) > 0.9).await,
+        "our client does not show A"
+    );
     let ids = a.control.migratable_sessions();
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    let id = ids[0];
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&ours.session_id()));
 
     // A target refuses a main channel carrying a session id it was not told to expect…
     assert_eq!(
@@ -444,7 +455,7 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
     );
     assert!(b.control.expect_migration(&[0]).is_err());
     // …and accepts the client once it was.
-    assert_eq!(b.control.expect_migration(&ids).unwrap(), 1);
+    assert_eq!(b.control.expect_migration(&ids).unwrap(), 2);
     let target = |port| HandoverTarget {
         host: "127.0.0.1".into(),
         port,
@@ -457,17 +468,24 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
         "semi-seamless migration answered in {:?}: {r:?}",
         t0.elapsed()
     );
-    assert_eq!((r.migrated, r.switched, r.lost), (1, 0, 0), "{r:?}");
+    assert_eq!((r.migrated, r.switched, r.lost), (2, 0, 0), "{r:?}");
     assert!(
         wait_for(Duration::from_secs(5), || a.control.stats().sessions == 0
-            && b.control.stats().sessions == 1)
+            && b.control.stats().sessions == 2)
         .await,
         "A has {} sessions, B {}",
         a.control.stats().sessions,
         b.control.stats().sessions
     );
-    // The session kept its id on B.
-    assert_eq!(b.control.migratable_sessions(), vec![id]);
+    // The sessions kept their ids on B.
+    assert_eq!(b.control.migratable_sessions(), ids);
+    assert!(
+        wait_for(Duration::from_secs(20), || share_of(&ours, 0x1188aa) > 0.9).await,
+        "our client does not show B after the migration (error: {:?})",
+        ours.error()
+    );
+    assert_eq!((ours.switches(), ours.migrations()), (1, 1));
+    assert_eq!(ours.server(), ("127.0.0.1".to_string(), b.port));
     assert!(
         wait_for(Duration::from_secs(10), || connections_of(
             "remote-viewer",
@@ -500,9 +518,9 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
         .migrate(target(a.port))
         .await
         .expect("migrate back");
-    assert_eq!((r.migrated, r.switched, r.lost), (0, 1, 0), "{r:?}");
+    assert_eq!((r.migrated, r.switched, r.lost), (0, 2, 0), "{r:?}");
     assert!(
-        wait_for(Duration::from_secs(10), || a.control.stats().sessions == 1
+        wait_for(Duration::from_secs(10), || a.control.stats().sessions == 2
             && b.control.stats().sessions == 0)
         .await,
         "A has {} sessions, B {}",
@@ -515,4 +533,10 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
         .await,
         "remote-viewer does not show A after the switch back"
     );
+    assert!(
+        wait_for(Duration::from_secs(20), || share_of(&ours, 0xaa4411) > 0.9).await,
+        "our client does not show A after the switch back"
+    );
+    assert_eq!((ours.switches(), ours.migrations()), (2, 1));
+    assert!(ours.error().is_none(), "{:?}", ours.error());
 }
