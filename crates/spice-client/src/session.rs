@@ -141,7 +141,7 @@ enum Move {
     Migrated {
         host: String,
         port: u16,
-        main: Channel,
+        main: Box<Channel>,
     },
 }
 
@@ -240,7 +240,7 @@ impl Session {
                         tracing::info!(%host, port, "migrated to another server");
                         cfg.host = host;
                         cfg.port = port;
-                        start(cfg, main, switch_tx.clone()).await
+                        start(cfg, *main, switch_tx.clone()).await
                     }
                 };
                 match opened {
@@ -662,7 +662,7 @@ async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientErr
                     .send(Move::Migrated {
                         host,
                         port,
-                        main: dst,
+                        main: Box::new(dst),
                     })
                     .map_err(|_| ClientError::Server("session dropped while migrating".into()));
             }
