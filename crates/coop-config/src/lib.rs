@@ -185,6 +185,9 @@ pub struct Config {
     pub limits: Limits,
     /// `coop.display.spice = ADDR:PORT`.
     pub display_spice: Option<String>,
+    /// `coop.display.spice.password-file = /ABSOLUTE/PATH`: SPICE clients must send the
+    /// file's first line as password (which also allows non-loopback addresses).
+    pub display_spice_password_file: Option<PathBuf>,
     /// `coop.kind` = `container` (default) or `colinux`.
     pub kind: Option<String>,
     /// `coop.colinux.*` keys without the prefix, for the cooperative-Linux engine.
@@ -346,6 +349,18 @@ impl Config {
                 }
                 self.display_spice = Some(v.to_string());
             }
+            "coop.display.spice.password-file" => {
+                // Empty clears it, as for other single-value keys read in order.
+                self.display_spice_password_file = if v.is_empty() {
+                    None
+                } else if Path::new(v).is_absolute() {
+                    Some(v.into())
+                } else {
+                    return Err(bad(format!(
+                        "{v:?} is not an absolute path (the file is read when the container starts)"
+                    )));
+                };
+            }
             "coop.kind" => match v {
                 "container" | "colinux" => self.kind = Some(v.to_string()),
                 _ => return Err(bad(format!("{v:?}: kind must be container or colinux"))),
@@ -421,6 +436,7 @@ const HANDLED: &[&str] = &[
     "coop.limits.pids",
     "coop.limits.cpuset",
     "coop.display.spice",
+    "coop.display.spice.password-file",
     "coop.kind",
 ];
 

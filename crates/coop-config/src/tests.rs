@@ -169,3 +169,26 @@ fn set_key_replaces_or_appends_and_keeps_the_rest() {
         .unwrap()
         .ends_with("lxc.tty.max = 2\n"));
 }
+
+#[test]
+fn spice_password_file_key() {
+    let c = Config::parse_str(
+        "g.conf",
+        "coop.display.spice = 0.0.0.0:5990\ncoop.display.spice.password-file = /etc/coop/pw\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.display_spice_password_file.as_deref(),
+        Some(Path::new("/etc/coop/pw"))
+    );
+    let e = Config::parse_str("g.conf", "\ncoop.display.spice.password-file = pw.txt\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("g.conf:2"), "{e}");
+    assert!(e.contains("coop.display.spice.password-file"), "{e}");
+    assert!(e.contains("\"pw.txt\" is not an absolute path"), "{e}");
+    let e = Config::parse_str("g.conf", "coop.display.spice.passwordfile = /x\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("coop.display.spice.passwordfile"), "{e}");
+}

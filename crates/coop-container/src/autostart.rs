@@ -90,7 +90,7 @@ pub fn run(store: &Store, exe: &Path) -> Result<Vec<(String, Result<()>)>> {
         if RunState::load(store, &n)?.is_some() {
             continue;
         }
-        let r = crate::start::start(store, &n, exe, None).map(|_| ());
+        let r = crate::start::start(store, &n, exe, None, None).map(|_| ());
         let started = r.is_ok();
         out.push((n, r));
         if started && !delay.is_zero() {

@@ -4,6 +4,11 @@
 //! server), binds its socket into the container as display `:0`, and runs coop's SPICE
 //! server on that display. Both are children of the monitor and end with it.
 //!
+//! Without a password the server may only listen on a loopback address; with one
+//! (`coop.display.spice.password-file`, `coop start --spice-password-file`) clients
+//! must send it and any address is allowed. The server also answers on a control
+//! socket in the container's run directory (`coop spice handover -n NAME`).
+//!
 //! A coLinux guest is another kernel and cannot share a socket: its Xvfb demands a
 //! cookie and the guest reaches it over the network through [`crate::xrelay`].
 
@@ -22,6 +27,41 @@ pub(crate) struct GuiDisplay {
     server: Option<Child>,
     /// The Xauthority file the Xvfb was started with (`-auth`), when it demands one.
     auth: Option<PathBuf>,
+    /// The file whose first line clients must send as password, if any.
+    pub password_file: Option<PathBuf>,
+    /// The server's control socket, removed with the display (the server is killed).
+    control: Option<PathBuf>,
+}
+
+/// Where a GUI container's SPICE server listens for control requests.
+pub fn control_socket(store: &crate::Store, name: &str) -> PathBuf {
+    store.run_dir(name).join("spice.ctl")
+}
+
+/// Checks that a SPICE password file is usable (the server reads it again itself).
+fn check_password_file(name: &str, f: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(f).map_err(|e| {
+        Error::Msg(format!(
+            "container {name}: cannot read the SPICE password file {}: {e}",
+            f.display()
+        ))
+    })?;
+    let pw = text.lines().next().unwrap_or("");
+    if pw.is_empty() {
+        return Err(Error::Msg(format!(
+            "container {name}: the SPICE password file {} is empty",
+            f.display()
+        )));
+    }
+    // SPICE's ticket limit.
+    if pw.len() > 60 {
+        return Err(Error::Msg(format!(
+            "container {name}: the password in {} is {} bytes, SPICE allows at most 60",
+            f.display(),
+            pw.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The first display number with neither a socket nor a lock file.
@@ -40,8 +80,12 @@ impl GuiDisplay {
     pub fn start(
         name: &str,
         addr: &str,
+        password_file: Option<&Path>,
         cookie_for: Option<(&Path, std::net::Ipv4Addr)>,
     ) -> Result<GuiDisplay> {
+        if let Some(f) = password_file {
+            check_password_file(name, f)?;
+        }
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
             Error::Msg(format!(
                 "container {name}: SPICE address {addr:?} is not HOST:PORT"
@@ -66,10 +110,11 @@ impl GuiDisplay {
                 "container {name}: cannot serve SPICE on {addr}: {e}"
             ))
         })?;
-        if !ip.is_loopback() {
+        if !ip.is_loopback() && password_file.is_none() {
             return Err(Error::Msg(format!(
                 "container {name}: SPICE on {addr} would be reachable from the network without a password; \
-                 use a 127.0.0.1 address (password-protected remote serving: `coop spice serve`)"
+                 use a 127.0.0.1 address, or set a password (coop.display.spice.password-file, \
+                 coop start --spice-password-file FILE)"
             )));
         }
         let display = free_display()
@@ -106,6 +151,8 @@ impl GuiDisplay {
             xvfb,
             server: None,
             auth,
+            password_file: password_file.map(Path::to_path_buf),
+            control: None,
         };
         let sock = gui.socket();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -134,8 +181,9 @@ impl GuiDisplay {
         }
     }
 
-    /// Serve the display with `coop spice serve`, re-executing our own binary.
-    pub fn serve(&mut self, exe: &Path) -> Result<()> {
+    /// Serve the display with `coop spice serve`, re-executing our own binary, with a
+    /// control socket at `control`.
+    pub fn serve(&mut self, exe: &Path, control: &Path) -> Result<()> {
         let (host, port) = self.addr.rsplit_once(':').expect("checked in start");
         let mut cmd = with_default_signals(Command::new(exe));
         if let Some(a) = &self.auth {
@@ -149,13 +197,19 @@ impl GuiDisplay {
                 "--port",
                 port,
             ])
-            .arg("--disable-ticketing")
+            .args(match &self.password_file {
+                Some(f) => vec![std::ffi::OsStr::new("--password-file"), f.as_os_str()],
+                None => vec![std::ffi::OsStr::new("--disable-ticketing")],
+            })
+            .arg("--control-socket")
+            .arg(control)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(Error::io("cannot start the SPICE server"))?;
         self.server = Some(child);
+        self.control = Some(control.to_path_buf());
         // Ready when the port accepts connections.
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&self.addr).is_err() {
@@ -198,6 +252,9 @@ impl Drop for GuiDisplay {
         if let Some(s) = &mut self.server {
             let _ = s.kill();
             let _ = s.wait();
+        }
+        if let Some(c) = &self.control {
+            let _ = std::fs::remove_file(c);
         }
         // SIGTERM lets Xvfb remove its socket and lock file.
         let _ = nix::sys::signal::kill(

@@ -25,6 +25,8 @@ pub struct Info {
     pub rootfs: String,
     pub console_log: String,
     pub spice: Option<String>,
+    /// Whether SPICE clients must send a password (never the password itself).
+    pub spice_password_required: bool,
     pub interfaces: Vec<coop_net::IfaceStats>,
 }
 
@@ -69,6 +71,7 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
             .display()
             .to_string(),
         spice: None,
+        spice_password_required: false,
         interfaces: vec![],
     };
     if let Some(st) = st {
@@ -97,6 +100,7 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
             None => coop_net::iface_stats(st.init_pid).unwrap_or_default(),
         };
         info.spice = st.spice;
+        info.spice_password_required = st.spice_password;
     }
     Ok(info)
 }
@@ -191,6 +195,14 @@ pub fn render(i: &Info) -> String {
     }
     if let Some(sp) = &i.spice {
         s += &format!("SPICE:          spice://{sp}\n");
+        s += &format!(
+            "SPICE password: {}\n",
+            if i.spice_password_required {
+                "required"
+            } else {
+                "none (loopback only)"
+            }
+        );
     }
     s
 }

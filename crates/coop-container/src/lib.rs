@@ -28,6 +28,7 @@ pub mod stop;
 pub mod store;
 mod xrelay;
 
+pub use display::control_socket as display_control_socket;
 pub use error::Error;
 pub use store::Store;
 

@@ -60,7 +60,12 @@ const CLIENT_IO_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Entry point of the hidden `coop __monitor` command. Its stdout is the start pipe: one
 /// line, `OK <init pid>` or `ERR <message>`, then it detaches and runs the container.
-pub fn main(store: &Store, name: &str, spice: Option<String>) -> i32 {
+pub fn main(
+    store: &Store,
+    name: &str,
+    spice: Option<String>,
+    spice_password_file: Option<PathBuf>,
+) -> i32 {
     let _ = nix::unistd::setsid();
     // Descriptors the CLI inherited from its own caller must not live as long as the
     // container (a test harness waiting for a pipe to close would wait forever).
@@ -74,7 +79,7 @@ pub fn main(store: &Store, name: &str, spice: Option<String>) -> i32 {
             .try_clone_to_owned()
             .expect("stdout"),
     );
-    let mut mon = match launch(store, name, spice) {
+    let mut mon = match launch(store, name, spice, spice_password_file) {
         Ok(m) => m,
         Err(e) => {
             let _ = writeln!(ready, "ERR {e}");
@@ -280,12 +285,25 @@ struct Client {
     tty: usize,
 }
 
-fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
+fn launch(
+    store: &Store,
+    name: &str,
+    spice: Option<String>,
+    spice_password_file: Option<PathBuf>,
+) -> Result<Monitor> {
     let t0 = std::time::Instant::now();
     let config = Config::load(&store.config_path(name))?;
     // Network keys are checked before anything changes on the host.
     let ifaces = coop_net::parse_interfaces(&config.net)?;
     let spice = spice.or_else(|| config.display_spice.clone());
+    if spice.is_none() && spice_password_file.is_some() {
+        return Err(Error::Msg(format!(
+            "container {name}: a SPICE password file but no display to serve; \
+             give --spice HOST:PORT or set coop.display.spice"
+        )));
+    }
+    let spice_password_file =
+        spice_password_file.or_else(|| config.display_spice_password_file.clone());
     // coLinux guests reach their X display over their network: without one, refuse now.
     let x11_link = match (&spice, config.kind.as_deref()) {
         (Some(_), Some("colinux")) => Some(crate::xrelay::require_network(store, name, &ifaces)?),
@@ -408,7 +426,8 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
             x11_bridge = Some(crate::xrelay::bridge_of(store, link)?);
         }
         let cookie = x11_bridge.map(|b| (cookie_dir.as_path(), b));
-        let gui = crate::display::GuiDisplay::start(name, &addr, cookie)?;
+        let gui =
+            crate::display::GuiDisplay::start(name, &addr, spice_password_file.as_deref(), cookie)?;
         if !colinux {
             spec.mounts.push(gui.mount_entry());
         }
@@ -515,7 +534,10 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
     }
 
     if let Some(gui) = &mut mon.gui {
-        gui.serve(Path::new("/proc/self/exe"))?;
+        gui.serve(
+            Path::new("/proc/self/exe"),
+            &crate::display::control_socket(store, name),
+        )?;
     }
     tracing::debug!(elapsed = ?t0.elapsed(), "init exec'd");
     let sock = store.socket_path(name);
@@ -549,6 +571,7 @@ fn launch(store: &Store, name: &str, spice: Option<String>) -> Result<Monitor> {
         halt_signal: halt_signal(&config, &rootfs),
         userns,
         spice: mon.gui.as_ref().map(|g| g.addr.clone()),
+        spice_password: mon.gui.as_ref().is_some_and(|g| g.password_file.is_some()),
         net: mon.net.as_ref().and_then(|a| serde_json::to_value(a).ok()),
         attach: Some(attach),
         kind: config.kind.clone(),

@@ -17,16 +17,26 @@ use crate::{Error, Result, Store};
 /// `coop __monitor`, so the monitor never inherits another thread's locks. Forking saves
 /// loading the whole binary a second time; the monitor's long-lived part is a fresh
 /// program anyway (crates/coop-monitor, see monitor.rs).
-pub fn start(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> Result<RunState> {
+/// `spice_password_file` (absolute) overrides `coop.display.spice.password-file`.
+pub fn start(
+    store: &Store,
+    name: &str,
+    exe: &Path,
+    spice: Option<&str>,
+    spice_password_file: Option<&Path>,
+) -> Result<RunState> {
     store.require(name)?;
     let _lock = store.lock(name)?;
     if RunState::load(store, name)?.is_some() {
         return Err(Error::Running(name.to_string()));
     }
-    let (out, pid) = if single_threaded() && plain_container(store, name, spice) {
+    let (out, pid) = if single_threaded()
+        && spice_password_file.is_none()
+        && plain_container(store, name, spice)
+    {
         fork_monitor(store, name, spice)?
     } else {
-        exec_monitor(store, name, exe, spice)?
+        exec_monitor(store, name, exe, spice, spice_password_file)?
     };
     let mut line = String::new();
     let _ = BufReader::new(out).read_line(&mut line);
@@ -60,7 +70,7 @@ fn fork_monitor(store: &Store, name: &str, spice: Option<&str>) -> Result<(File,
                 && nix::unistd::dup2(null.as_raw_fd(), 0).is_ok();
             drop((r, w, null));
             let code = if ok {
-                crate::monitor::main(store, name, spice.map(str::to_string))
+                crate::monitor::main(store, name, spice.map(str::to_string), None)
             } else {
                 1
             };
@@ -72,11 +82,20 @@ fn fork_monitor(store: &Store, name: &str, spice: Option<&str>) -> Result<(File,
     }
 }
 
-fn exec_monitor(store: &Store, name: &str, exe: &Path, spice: Option<&str>) -> Result<(File, Pid)> {
+fn exec_monitor(
+    store: &Store,
+    name: &str,
+    exe: &Path,
+    spice: Option<&str>,
+    spice_password_file: Option<&Path>,
+) -> Result<(File, Pid)> {
     let mut cmd = Command::new(exe);
     cmd.arg("__monitor");
     if let Some(addr) = spice {
         cmd.arg("--spice").arg(addr);
+    }
+    if let Some(f) = spice_password_file {
+        cmd.arg("--spice-password-file").arg(f);
     }
     let mut child = cmd
         .arg("--lib")

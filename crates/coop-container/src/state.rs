@@ -37,6 +37,9 @@ pub struct RunState {
     pub userns: bool,
     #[serde(default)]
     pub spice: Option<String>,
+    /// Whether SPICE clients must send a password (the password itself is not kept here).
+    #[serde(default)]
+    pub spice_password: bool,
     /// Opaque record of what networking created (for teardown and `info`).
     #[serde(default)]
     pub net: Option<serde_json::Value>,

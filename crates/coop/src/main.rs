@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         Command::Destroy(a) => commands::destroy::run(&store, a),
         Command::Freeze(a) => commands::freeze::run(&store, a, true),
         Command::Unfreeze(a) => commands::freeze::run(&store, a, false),
-        Command::Spice(a) => commands::spice::run(a),
+        Command::Spice(a) => commands::spice::run(&store, a),
         Command::View(a) => commands::view::run(a),
         Command::Autostart(a) => commands::autostart::run(&store, a),
         Command::Net(a) => commands::net::run(&store, a),

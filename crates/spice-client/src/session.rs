@@ -117,6 +117,44 @@ struct Shared {
     /// STREAM_REPORTs sent on display channels.
     stream_reports: AtomicU64,
     agent: Mutex<AgentState>,
+    /// Set when the server told us to switch to another server: this session's channels
+    /// closing is then expected, not an error.
+    switching: std::sync::atomic::AtomicBool,
+    /// Where the main task reports that the server moves us.
+    switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
+}
+
+/// Where a MIGRATE_SWITCH_HOST message sends us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SwitchTarget {
+    host: String,
+    port: u16,
+    tls_port: u16,
+}
+
+/// How the server moves us to another server.
+enum Move {
+    /// MIGRATE_SWITCH_HOST: link afresh there.
+    Switch(SwitchTarget),
+    /// Semi-seamless migration: our main channel is linked to the target with our
+    /// session id and has sent it MIGRATE_END; MAIN INIT comes next on it.
+    Migrated {
+        host: String,
+        port: u16,
+        main: Box<Channel>,
+    },
+}
+
+/// The live connection behind a [`Session`], replaced when the server hands us over.
+struct Current {
+    shared: Arc<Shared>,
+    main_tx: ChannelSender,
+}
+
+struct Slot {
+    cur: Mutex<Current>,
+    switches: AtomicU64,
+    migrations: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,6 +164,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn fail(&self, e: ClientError) {
+        if self.switching.load(Ordering::SeqCst) {
+            tracing::debug!(error = %e, "channel ended while switching servers");
+            return;
+        }
         let mut g = lock(&self.error);
         if g.is_none() {
             tracing::warn!(error = %e, "session failed");
@@ -136,21 +178,30 @@ impl Shared {
     fn touch(&self) {
         *lock(&self.last_update) = Instant::now();
     }
+
+    fn abort_tasks(&self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
 }
 
 /// A connected SPICE session. Dropping it stops every channel task.
+///
+/// When the server hands the client over to another server (MIGRATE_SWITCH_HOST),
+/// the session drops its channels and links to the new server with the same password,
+/// as spice-gtk does; the accessors then show the new server's screen.
 pub struct Session {
-    shared: Arc<Shared>,
-    main_tx: ChannelSender,
+    slot: Arc<Slot>,
+    follower: JoinHandle<()>,
     /// When `connect` was called.
     pub started: Instant,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for t in lock(&self.shared.tasks).drain(..) {
-            t.abort();
-        }
+        self.follower.abort();
+        self.sh().abort_tasks();
     }
 }
 
@@ -159,77 +210,179 @@ impl Session {
     /// the server for its channels; the other channels link in the background.
     pub async fn connect(cfg: ClientConfig) -> Result<Session, ClientError> {
         let started = Instant::now();
-        let addr = cfg.addr();
-        let mut link = LinkClientConfig::new(0, chan::MAIN, 0, &cfg.password);
-        set_cap(&mut link.channel_caps, caps::main::NAME_AND_UUID);
-        set_cap(&mut link.channel_caps, caps::main::AGENT_CONNECTED_TOKENS);
-        let mut main = Channel::connect(&addr, link, cfg.timeout).await?;
-        // One deadline for the whole wait, so that a server sending other
-        // messages (pings) forever cannot keep us here.
-        let init_deadline = Instant::now() + cfg.timeout;
-        let init = loop {
-            let left = init_deadline.saturating_duration_since(Instant::now());
-            let m = main.recv_timeout(left, "waiting for MAIN INIT").await?;
-            match decode_main(&m)? {
-                MainServerMsg::Init(i) => break i,
-                other => tracing::debug!(?other, "main message before INIT ignored"),
-            }
-        };
-        tracing::debug!(session = init.session_id, "main channel up");
-        let shared = Arc::new(Shared {
-            session_id: init.session_id,
-            display: Arc::new(Mutex::new(None)),
-            extra_displays: Mutex::new(std::collections::BTreeMap::new()),
-            announced_displays: AtomicU32::new(0),
-            main_display_id: AtomicU32::new(0),
-            cursor: Mutex::new(CursorState::default()),
-            last_update: Mutex::new(Instant::now()),
-            error: Mutex::new(None),
-            counters: Mutex::new(vec![main.counter.clone()]),
-            inputs: Mutex::new(None),
-            tasks: Mutex::new(Vec::new()),
-            glz: SharedWindow::new(cfg.glz_window_pixels.max(1) as u64),
-            mouse_mode: AtomicU16::new(init.current_mouse_mode as u16),
-            generation: AtomicU64::new(0),
-            mm_clock: crate::report::MmClock::new(init.multi_media_time, Instant::now()),
-            stream_reports: AtomicU64::new(0),
-            agent: Mutex::new(AgentState::default()),
-            cfg,
+        let (switch_tx, mut switch_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (shared, main_tx) = open(cfg, switch_tx.clone()).await?;
+        let slot = Arc::new(Slot {
+            cur: Mutex::new(Current { shared, main_tx }),
+            switches: AtomicU64::new(0),
+            migrations: AtomicU64::new(0),
         });
-        let main_tx = main.tx.clone();
-        let supported = init.supported_mouse_modes as u16;
-        if supported & mouse_mode::CLIENT != 0
-            && init.current_mouse_mode as u16 != mouse_mode::CLIENT
-        {
-            main_tx
-                .send(&MainClientMsg::MouseModeRequest(mouse_mode::CLIENT))
-                .await?;
-        }
-        if init.agent_connected != 0 {
-            start_agent(&shared, &main_tx, init.agent_tokens).await?;
-        }
-        main_tx.send(&MainClientMsg::AttachChannels).await?;
-        let sh = shared.clone();
-        let t = tokio::spawn(async move {
-            if let Err(e) = main_loop(&sh, &mut main).await {
-                sh.fail(e);
+        let weak = Arc::downgrade(&slot);
+        let follower = tokio::spawn(async move {
+            while let Some(mv) = switch_rx.recv().await {
+                let Some(slot) = weak.upgrade() else { return };
+                let old = lock(&slot.cur).shared.clone();
+                old.abort_tasks();
+                let mut cfg = old.cfg.clone();
+                drop(slot);
+                let seamless = matches!(mv, Move::Migrated { .. });
+                let opened = match mv {
+                    Move::Switch(t) if t.port == 0 => Err(ClientError::Unsupported(
+                        "hand-over to a server reachable only over TLS",
+                    )),
+                    Move::Switch(t) => {
+                        tracing::info!(host = %t.host, port = t.port, "server handed us over; reconnecting");
+                        cfg.host = t.host;
+                        cfg.port = t.port;
+                        open(cfg, switch_tx.clone()).await
+                    }
+                    Move::Migrated { host, port, main } => {
+                        tracing::info!(%host, port, "migrated to another server");
+                        cfg.host = host;
+                        cfg.port = port;
+                        start(cfg, *main, switch_tx.clone()).await
+                    }
+                };
+                match opened {
+                    Ok((shared, main_tx)) => {
+                        let Some(slot) = weak.upgrade() else {
+                            shared.abort_tasks();
+                            return;
+                        };
+                        *lock(&slot.cur) = Current { shared, main_tx };
+                        slot.switches.fetch_add(1, Ordering::SeqCst);
+                        if seamless {
+                            slot.migrations.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Err(e) => {
+                        old.switching.store(false, Ordering::SeqCst);
+                        old.fail(e);
+                    }
+                }
             }
         });
-        lock(&shared.tasks).push(t);
         Ok(Session {
-            shared,
-            main_tx,
+            slot,
+            follower,
             started,
         })
     }
 
+    fn sh(&self) -> Arc<Shared> {
+        lock(&self.slot.cur).shared.clone()
+    }
+
+    fn main_tx(&self) -> ChannelSender {
+        lock(&self.slot.cur).main_tx.clone()
+    }
+
+    /// How many times a server handed this session over to another one.
+    pub fn switches(&self) -> u64 {
+        self.slot.switches.load(Ordering::SeqCst)
+    }
+
+    /// How many of those hand-overs were semi-seamless migrations (linked to the
+    /// target before leaving), the others being switch-host reconnections.
+    pub fn migrations(&self) -> u64 {
+        self.slot.migrations.load(Ordering::SeqCst)
+    }
+
+    /// The server this session is linked to now, as (host, port).
+    pub fn server(&self) -> (String, u16) {
+        let sh = self.sh();
+        (sh.cfg.host.clone(), sh.cfg.port)
+    }
+}
+
+/// Links the main channel of one server and starts its channel tasks.
+async fn open(
+    cfg: ClientConfig,
+    switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
+) -> Result<(Arc<Shared>, ChannelSender), ClientError> {
+    let main = link_main(&cfg, 0).await?;
+    start(cfg, main, switch_tx).await
+}
+
+/// Links a main channel: `connection_id` 0 for a new session, else the session a
+/// migration target was told to expect.
+async fn link_main(cfg: &ClientConfig, connection_id: u32) -> Result<Channel, ClientError> {
+    let mut link = LinkClientConfig::new(connection_id, chan::MAIN, 0, &cfg.password);
+    set_cap(&mut link.channel_caps, caps::main::SEMI_SEAMLESS_MIGRATE);
+    set_cap(&mut link.channel_caps, caps::main::NAME_AND_UUID);
+    set_cap(&mut link.channel_caps, caps::main::AGENT_CONNECTED_TOKENS);
+    Channel::connect(&cfg.addr(), link, cfg.timeout).await
+}
+
+/// Waits for MAIN INIT on a linked main channel and starts the session's tasks.
+async fn start(
+    cfg: ClientConfig,
+    mut main: Channel,
+    switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
+) -> Result<(Arc<Shared>, ChannelSender), ClientError> {
+    // One deadline for the whole wait, so that a server sending other
+    // messages (pings) forever cannot keep us here.
+    let init_deadline = Instant::now() + cfg.timeout;
+    let init = loop {
+        let left = init_deadline.saturating_duration_since(Instant::now());
+        let m = main.recv_timeout(left, "waiting for MAIN INIT").await?;
+        match decode_main(&m)? {
+            MainServerMsg::Init(i) => break i,
+            other => tracing::debug!(?other, "main message before INIT ignored"),
+        }
+    };
+    tracing::debug!(session = init.session_id, "main channel up");
+    let shared = Arc::new(Shared {
+        session_id: init.session_id,
+        display: Arc::new(Mutex::new(None)),
+        extra_displays: Mutex::new(std::collections::BTreeMap::new()),
+        announced_displays: AtomicU32::new(0),
+        main_display_id: AtomicU32::new(0),
+        cursor: Mutex::new(CursorState::default()),
+        last_update: Mutex::new(Instant::now()),
+        error: Mutex::new(None),
+        counters: Mutex::new(vec![main.counter.clone()]),
+        inputs: Mutex::new(None),
+        tasks: Mutex::new(Vec::new()),
+        glz: SharedWindow::new(cfg.glz_window_pixels.max(1) as u64),
+        mouse_mode: AtomicU16::new(init.current_mouse_mode as u16),
+        generation: AtomicU64::new(0),
+        mm_clock: crate::report::MmClock::new(init.multi_media_time, Instant::now()),
+        stream_reports: AtomicU64::new(0),
+        agent: Mutex::new(AgentState::default()),
+        switching: Default::default(),
+        switch_tx,
+        cfg,
+    });
+    let main_tx = main.tx.clone();
+    let supported = init.supported_mouse_modes as u16;
+    if supported & mouse_mode::CLIENT != 0 && init.current_mouse_mode as u16 != mouse_mode::CLIENT {
+        main_tx
+            .send(&MainClientMsg::MouseModeRequest(mouse_mode::CLIENT))
+            .await?;
+    }
+    if init.agent_connected != 0 {
+        start_agent(&shared, &main_tx, init.agent_tokens).await?;
+    }
+    main_tx.send(&MainClientMsg::AttachChannels).await?;
+    let sh = shared.clone();
+    let t = tokio::spawn(async move {
+        if let Err(e) = main_loop(&sh, &mut main).await {
+            sh.fail(e);
+        }
+    });
+    lock(&shared.tasks).push(t);
+    Ok((shared, main_tx))
+}
+
+impl Session {
     /// The first fatal error of any channel, if one happened.
     pub fn error(&self) -> Option<ClientError> {
-        lock(&self.shared.error).clone()
+        lock(&self.sh().error).clone()
     }
 
     pub fn session_id(&self) -> u32 {
-        self.shared.session_id
+        self.sh().session_id
     }
 
     /// Waits until the display is complete: MARK seen, a primary surface
@@ -248,12 +401,13 @@ impl Session {
                 return Err(e);
             }
             let mark_at = {
-                let d = lock(&self.shared.display);
+                let sh = self.sh();
+                let d = lock(&sh.display);
                 d.as_ref()
                     .filter(|d| d.surfaces.primary().is_some())
                     .and_then(|d| d.mark_at)
             };
-            let quiet_now = lock(&self.shared.last_update).elapsed() >= quiet;
+            let quiet_now = lock(&self.sh().last_update).elapsed() >= quiet;
             if mark_at.is_some_and(|m| quiet_now || m.elapsed() >= settle) {
                 return Ok(());
             }
@@ -270,64 +424,65 @@ impl Session {
 
     /// A copy of the primary surface (the screen).
     pub fn screen(&self) -> Option<Pixmap> {
-        lock(&self.shared.display)
+        lock(&self.sh().display)
             .as_ref()
             .and_then(DisplayState::primary)
     }
 
     /// Ids of the further display channels (heads beyond the first) linked so far.
     pub fn extra_display_ids(&self) -> Vec<u8> {
-        lock(&self.shared.extra_displays).keys().copied().collect()
+        lock(&self.sh().extra_displays).keys().copied().collect()
     }
 
     /// A copy of the primary surface of the further display channel `id`.
     pub fn extra_screen(&self, id: u8) -> Option<Pixmap> {
-        let st = lock(&self.shared.extra_displays).get(&id).cloned()?;
+        let st = lock(&self.sh().extra_displays).get(&id).cloned()?;
         let g = lock(&st);
         g.as_ref().and_then(DisplayState::primary)
     }
 
     /// Runs `f` on the display state (for viewers that copy only what changed).
     pub fn with_display<R>(&self, f: impl FnOnce(Option<&DisplayState>) -> R) -> R {
-        f(lock(&self.shared.display).as_ref())
+        f(lock(&self.sh().display).as_ref())
     }
 
     /// Runs `f` on the cursor state.
     pub fn with_cursor<R>(&self, f: impl FnOnce(&CursorState) -> R) -> R {
-        f(&lock(&self.shared.cursor))
+        f(&lock(&self.sh().cursor))
     }
 
     /// When the first draw command was applied, if one was.
     pub fn first_draw(&self) -> Option<Instant> {
-        lock(&self.shared.display)
+        lock(&self.sh().display)
             .as_ref()
             .and_then(|d| d.first_draw_at)
     }
 
     /// A counter that changes whenever the display channel delivered something.
     pub fn generation(&self) -> u64 {
-        self.shared.generation.load(Ordering::Relaxed)
+        self.sh().generation.load(Ordering::Relaxed)
     }
 
     /// When the display last changed (repeated small redraws such as a
     /// blinking cursor excepted).
     pub fn last_update(&self) -> Instant {
-        *lock(&self.shared.last_update)
+        *lock(&self.sh().last_update)
     }
 
     /// The current `mouse_mode` (SERVER or CLIENT).
     pub fn mouse_mode(&self) -> u16 {
-        self.shared.mouse_mode.load(Ordering::Relaxed)
+        self.sh().mouse_mode.load(Ordering::Relaxed)
     }
 
     /// STREAM_REPORTs sent to the server so far (it asks for them per video stream).
     pub fn stream_reports(&self) -> u64 {
-        self.shared.stream_reports.load(Ordering::Relaxed)
+        self.sh().stream_reports.load(Ordering::Relaxed)
     }
 
     /// Counts of decoded images by `image_type` on the display channel.
     pub fn image_counts(&self) -> Vec<(u8, u64)> {
-        let d = lock(&self.shared.display);
+        let sh = self.sh();
+        let d = lock(&sh.display);
         let mut v: Vec<(u8, u64)> = d
             .as_ref()
             .map(|d| {
@@ -345,7 +500,8 @@ impl Session {
 
     /// Display messages applied so far, by message type (sorted).
     pub fn display_message_counts(&self) -> Vec<(u16, u64)> {
-        let d = lock(&self.shared.display);
+        let sh = self.sh();
+        let d = lock(&sh.display);
         let mut v: Vec<(u16, u64)> = d
             .as_ref()
             .map(|d| d.msg_counts.iter().map(|(k, v)| (*k, *v)).collect())
@@ -356,7 +512,7 @@ impl Session {
 
     /// Bytes per channel so far.
     pub fn stats(&self) -> Vec<ChannelStats> {
-        lock(&self.shared.counters)
+        lock(&self.sh().counters)
             .iter()
             .map(|c| ChannelStats {
                 name: crate::channel::channel_name(c.channel_type),
@@ -370,7 +526,7 @@ impl Session {
 
     /// Sends an input event; `NotConnected` when the inputs channel is not up.
     pub async fn send_input(&self, m: InputsClientMsg) -> Result<(), ClientError> {
-        let tx = lock(&self.shared.inputs).clone();
+        let tx = lock(&self.sh().inputs).clone();
         match tx {
             Some(tx) => tx.send(&m).await,
             None => Err(ClientError::Server(
@@ -381,30 +537,32 @@ impl Session {
 
     /// Whether a guest agent is connected.
     pub fn agent_connected(&self) -> bool {
-        lock(&self.shared.agent).connected
+        lock(&self.sh().agent).connected
     }
 
     /// Asks the guest agent to switch the screen to `width × height`
     /// (MONITORS_CONFIG); an error when no agent is connected.
     pub async fn set_guest_resolution(&self, width: u32, height: u32) -> Result<(), ClientError> {
-        lock(&self.shared.agent).monitors_config(width, height)?;
-        flush_agent(&self.shared, &self.main_tx).await
+        let sh = self.sh();
+        lock(&sh.agent).monitors_config(width, height)?;
+        flush_agent(&sh, &self.main_tx()).await
     }
 
     /// Offers `text` to the guest as the clipboard content.
     pub async fn set_clipboard_text(&self, text: String) -> Result<(), ClientError> {
-        lock(&self.shared.agent).grab_clipboard(text)?;
-        flush_agent(&self.shared, &self.main_tx).await
+        let sh = self.sh();
+        lock(&sh.agent).grab_clipboard(text)?;
+        flush_agent(&sh, &self.main_tx()).await
     }
 
     /// The guest's clipboard text, as last announced by its agent.
     pub fn guest_clipboard(&self) -> Option<String> {
-        lock(&self.shared.agent).guest_clipboard.clone()
+        lock(&self.sh().agent).guest_clipboard.clone()
     }
 
     /// Asks the server for a mouse mode (`mouse_mode::CLIENT` or `SERVER`).
     pub async fn request_mouse_mode(&self, mode: u16) -> Result<(), ClientError> {
-        self.main_tx
+        self.main_tx()
             .send(&MainClientMsg::MouseModeRequest(mode))
             .await
     }
@@ -435,6 +593,9 @@ async fn flush_agent(sh: &Shared, tx: &ChannelSender) -> Result<(), ClientError>
 
 async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientError> {
     let tx = main.tx.clone();
+    // A semi-seamless migration under way: the target's host, port and our main
+    // channel linked there.
+    let mut pending: Option<(String, u16, Channel)> = None;
     loop {
         let m = main.recv().await?;
         match decode_main(&m)? {
@@ -462,6 +623,68 @@ async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientErr
             }
             MainServerMsg::MouseMode { current, .. } => {
                 sh.mouse_mode.store(current, Ordering::Relaxed)
+            }
+            MainServerMsg::MigrateBegin(d) => {
+                let mut cfg = sh.cfg.clone();
+                cfg.host = String::from_utf8_lossy(d.host.strip_suffix(&[0]).unwrap_or(&d.host))
+                    .into_owned();
+                cfg.port = d.port;
+                let linked = if cfg.port == 0 || cfg.host.is_empty() {
+                    Err(ClientError::Unsupported(
+                        "migration to a server reachable only over TLS",
+                    ))
+                } else {
+                    link_main(&cfg, sh.session_id).await
+                };
+                match linked {
+                    Ok(ch) => {
+                        pending = Some((cfg.host, cfg.port, ch));
+                        tx.send(&MainClientMsg::MigrateConnected).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, host = %cfg.host, port = cfg.port, "cannot link to the migration target");
+                        tx.send(&MainClientMsg::MigrateConnectError).await?;
+                    }
+                }
+            }
+            MainServerMsg::MigrateCancel => pending = None,
+            MainServerMsg::MigrateEnd => {
+                let Some((host, port, dst)) = pending.take() else {
+                    return Err(ClientError::Server(
+                        "MIGRATE_END without a migration under way".into(),
+                    ));
+                };
+                // The source lets us go: the target starts our session on MIGRATE_END.
+                dst.tx.send(&MainClientMsg::MigrateEnd).await?;
+                sh.switching.store(true, Ordering::SeqCst);
+                return sh
+                    .switch_tx
+                    .send(Move::Migrated {
+                        host,
+                        port,
+                        main: Box::new(dst),
+                    })
+                    .map_err(|_| ClientError::Server("session dropped while migrating".into()));
+            }
+            MainServerMsg::MigrateSwitchHost(d) => {
+                let text = |b: &[u8]| {
+                    String::from_utf8_lossy(b.strip_suffix(&[0]).unwrap_or(b)).into_owned()
+                };
+                let t = SwitchTarget {
+                    host: text(&d.host),
+                    port: d.port,
+                    tls_port: d.sport,
+                };
+                if t.host.is_empty() {
+                    return Err(ClientError::Server(
+                        "MIGRATE_SWITCH_HOST without a host".into(),
+                    ));
+                }
+                sh.switching.store(true, Ordering::SeqCst);
+                // Returning drops this main channel: the server sees us leave.
+                return sh.switch_tx.send(Move::Switch(t)).map_err(|_| {
+                    ClientError::Server("session dropped while switching servers".into())
+                });
             }
             other => tracing::trace!(?other, "main message"),
         }

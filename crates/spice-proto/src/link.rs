@@ -355,6 +355,11 @@ enum ServerState {
     Done,
 }
 
+/// Decides, once the ticket is accepted, whether a link message's connection id and
+/// channel are acceptable (`LinkErr::OK`) or which error ends the link (e.g.
+/// `BAD_CONNECTION_ID` for a session the server does not know).
+pub type ConnectionCheck = Box<dyn Fn(&LinkMess) -> LinkErr + Send + Sync>;
+
 /// Server side of the link stage.
 pub struct LinkServer {
     config: Arc<LinkServerConfig>,
@@ -363,6 +368,7 @@ pub struct LinkServer {
     mess: Option<LinkMess>,
     auth_selection: bool,
     status: LinkStatus,
+    check: Option<ConnectionCheck>,
 }
 
 impl LinkServer {
@@ -374,7 +380,15 @@ impl LinkServer {
             mess: None,
             auth_selection: false,
             status: LinkStatus::InProgress,
+            check: None,
         }
+    }
+
+    /// Adds a [`ConnectionCheck`], run after the ticket and channel checks; its error
+    /// becomes the link result.
+    pub fn with_connection_check(mut self, check: ConnectionCheck) -> Self {
+        self.check = Some(check);
+        self
     }
 
     /// The client's link message, once received.
@@ -539,6 +553,13 @@ impl LinkServer {
         if let Some(avail) = &self.config.available_channels {
             if !avail.contains(&m.channel_type) {
                 self.fail_result(LinkErr::CHANNEL_NOT_AVAILABLE, out);
+                return;
+            }
+        }
+        if let Some(check) = &self.check {
+            let e = check(&m);
+            if e != LinkErr::OK {
+                self.fail_result(e, out);
                 return;
             }
         }

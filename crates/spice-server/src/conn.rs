@@ -42,11 +42,12 @@ const WRITE_BATCH: usize = 256 * 1024;
 pub(crate) async fn link<S>(
     s: &mut S,
     cfg: Arc<LinkServerConfig>,
+    check: spice_proto::link::ConnectionCheck,
 ) -> Result<Option<(LinkInfo, Vec<u8>)>, ServerError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ls = LinkServer::new(cfg);
+    let mut ls = LinkServer::new(cfg).with_connection_check(check);
     let mut buf = vec![0u8; 4096];
     let mut out = Vec::new();
     let fut = async {

@@ -29,6 +29,7 @@
 //! ```
 
 mod conn;
+pub mod control;
 mod cursor_ch;
 mod display_ch;
 mod imaging;
@@ -49,7 +50,7 @@ use spice_proto::link::{caps_from_bits, LinkInfo};
 use spice_proto::LinkServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 pub use coop_display;
 
@@ -205,6 +206,62 @@ impl Default for Config {
     }
 }
 
+/// Another SPICE server that clients are handed over to (SPICE's "switch host"
+/// migration: each client drops this server and links to the target by itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandoverTarget {
+    /// Host name or IP address, as the client will resolve it.
+    pub host: String,
+    /// Plain port (0: none).
+    pub port: u16,
+    /// TLS port (0: none).
+    pub tls_port: u16,
+    /// The target certificate's subject, for clients that verify it (TLS only).
+    pub cert_subject: Option<String>,
+}
+
+impl HandoverTarget {
+    /// Checks what spice-gtk needs: a host, a port, and no NUL inside the strings
+    /// (they travel NUL-terminated).
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if self.host.is_empty() || self.host.len() > 255 || self.host.contains('\0') {
+            return bad(format!(
+                "hand-over host {:?} must be 1-255 bytes without NUL",
+                self.host
+            ));
+        }
+        if self.port == 0 && self.tls_port == 0 {
+            return bad(format!(
+                "hand-over to {} needs a plain or a TLS port",
+                self.host
+            ));
+        }
+        if let Some(c) = &self.cert_subject {
+            if c.len() > 1024 || c.contains('\0') {
+                return bad(format!(
+                    "hand-over certificate subject {c:?} must be at most 1024 bytes without NUL"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dst_info(&self) -> spice_proto::main_channel::MigrationDstInfo {
+        let nul = |s: &str| {
+            let mut v = s.as_bytes().to_vec();
+            v.push(0);
+            v
+        };
+        spice_proto::main_channel::MigrationDstInfo {
+            port: self.port,
+            sport: self.tls_port,
+            host: nul(&self.host),
+            cert_subject: self.cert_subject.as_deref().map(nul).unwrap_or_default(),
+        }
+    }
+}
+
 /// Errors of the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -317,6 +374,39 @@ pub(crate) struct Session {
     pub display_links: AtomicUsize,
     /// The main channel's bandwidth test.
     pub link: watch::Receiver<LinkState>,
+    /// The client announced SEMI_SEAMLESS_MIGRATE: it can link to a target server
+    /// before leaving this one (MIGRATE_BEGIN … MIGRATE_END).
+    pub semi_seamless: bool,
+}
+
+/// What a main channel is told to do about a hand-over.
+#[derive(Clone, Debug)]
+pub(crate) enum Order {
+    /// MIGRATE_SWITCH_HOST, whatever the client supports.
+    Switch(HandoverTarget),
+    /// Semi-seamless migration where the client supports it, else a switch; each
+    /// session reports how it went.
+    Migrate(HandoverTarget, tokio::sync::mpsc::Sender<Moved>),
+}
+
+/// How one session was handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Moved {
+    /// Linked to the target while still here, then told MIGRATE_END.
+    Migrated,
+    /// Told to switch host (no semi-seamless support, or the target refused its link).
+    Switched,
+}
+
+/// How a [`ControlHandle::migrate`] went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Sessions that linked to the target before leaving (semi-seamless).
+    pub migrated: usize,
+    /// Sessions told to switch host instead.
+    pub switched: usize,
+    /// Sessions that ended or did not answer in time.
+    pub lost: usize,
 }
 
 pub(crate) struct Shared {
@@ -330,6 +420,45 @@ pub(crate) struct Shared {
     pub tally: Arc<Tally>,
     /// Set when the server stops; every connection task ends.
     pub stop: watch::Sender<bool>,
+    /// Hand-over orders; every main channel listens.
+    pub handover: broadcast::Sender<Order>,
+    /// Sessions another server is migrating to us: their id and until when a client
+    /// may link its main channel with it.
+    pub expected: Mutex<HashMap<u32, std::time::Instant>>,
+}
+
+impl Shared {
+    /// The link-stage check: a main channel asking for an existing session (a
+    /// migration target's link) must carry an id we were told to expect.
+    fn check_link(&self, m: &spice_proto::link::LinkMess) -> spice_proto::LinkErr {
+        if m.channel_type != channel::MAIN || m.connection_id == 0 {
+            return spice_proto::LinkErr::OK;
+        }
+        let now = std::time::Instant::now();
+        let expected = self
+            .expected
+            .lock()
+            .map(|e| e.get(&m.connection_id).is_some_and(|d| *d > now))
+            .unwrap_or(false);
+        if expected {
+            spice_proto::LinkErr::OK
+        } else {
+            tracing::info!(
+                id = m.connection_id,
+                "main channel links to a session we were not told to expect"
+            );
+            spice_proto::LinkErr::BAD_CONNECTION_ID
+        }
+    }
+
+    /// Takes an expected migration id (a main channel linked with it).
+    pub(crate) fn claim_expected(&self, id: u32) -> bool {
+        let now = std::time::Instant::now();
+        self.expected
+            .lock()
+            .map(|mut e| e.remove(&id).is_some_and(|d| d > now))
+            .unwrap_or(false)
+    }
 }
 
 /// Stops every connection when [`Server::run`] ends or its future is dropped.
@@ -361,6 +490,37 @@ pub fn serve_blocking(config: Config, source: Box<dyn DisplaySource>) -> Result<
         .build()
         .map_err(ServerError::io("starting the tokio runtime"))?;
     rt.block_on(serve(config, source))
+}
+
+/// [`serve_blocking`], also answering on a control socket at `control` (see
+/// [`control`]) when one is given.
+pub fn serve_blocking_with_control(
+    config: Config,
+    source: Box<dyn DisplaySource>,
+    control: Option<&std::path::Path>,
+) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::io("starting the tokio runtime"))?;
+    rt.block_on(async {
+        let server = Server::bind(config, source).await?;
+        let ctl = match control {
+            Some(p) => Some(control::ControlSocket::bind(p).await?),
+            None => None,
+        };
+        let handle = server.control_handle();
+        let answer = async move {
+            match ctl {
+                Some(c) => c.run(handle).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = server.run() => r,
+            () = answer => Ok(()),
+        }
+    })
 }
 
 /// The channel capabilities we announce.
@@ -396,6 +556,7 @@ fn link_config(config: &Config) -> Result<LinkServerConfig, ServerError> {
     lc.channel_caps.insert(
         channel::MAIN,
         caps_from_bits(&[
+            caps::main::SEMI_SEAMLESS_MIGRATE,
             caps::main::NAME_AND_UUID,
             caps::main::AGENT_CONNECTED_TOKENS,
         ]),
@@ -456,6 +617,8 @@ impl Server {
                 display: Arc::default(),
                 tally: Arc::default(),
                 stop: watch::channel(false).0,
+                handover: broadcast::channel(4).0,
+                expected: Mutex::new(HashMap::new()),
             }),
             plain,
             tls,
@@ -473,6 +636,11 @@ impl Server {
     /// A handle for statistics that stays valid while [`Server::run`] runs.
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle(self.shared.clone())
+    }
+
+    /// A handle to hand clients over to another server while [`Server::run`] runs.
+    pub fn control_handle(&self) -> ControlHandle {
+        ControlHandle(self.shared.clone())
     }
 
     /// Accepts clients on every bound port; runs until dropped.
@@ -550,6 +718,120 @@ impl StatsHandle {
     }
 }
 
+/// Controls a running server.
+#[derive(Clone)]
+pub struct ControlHandle(Arc<Shared>);
+
+impl ControlHandle {
+    /// Tells every connected client to drop this server and link to `target`
+    /// (MIGRATE_SWITCH_HOST). Returns how many sessions were told; each ends when its
+    /// client leaves, or after [`HANDOVER_GRACE`] at the latest.
+    pub fn handover(&self, target: HandoverTarget) -> Result<usize, ServerError> {
+        target.validate()?;
+        tracing::info!(host = %target.host, port = target.port, tls_port = target.tls_port, "handing clients over");
+        Ok(self.0.handover.send(Order::Switch(target)).unwrap_or(0))
+    }
+
+    /// Ids of the sessions whose clients can migrate semi-seamlessly; the target must
+    /// be told to expect them ([`ControlHandle::expect_migration`]) before
+    /// [`ControlHandle::migrate`].
+    pub fn migratable_sessions(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .0
+            .sessions
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.semi_seamless)
+                    .map(|s| s.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// On a migration target: accept, for [`MIGRATION_WINDOW`], main channels that
+    /// link with one of these session ids (any other non-zero id gets
+    /// BAD_CONNECTION_ID). Returns how many ids were added; an id already in use here
+    /// is an error.
+    pub fn expect_migration(&self, ids: &[u32]) -> Result<usize, ServerError> {
+        if ids.len() > MAX_CONNECTIONS {
+            return Err(ServerError::Config(format!(
+                "{} sessions to expect, at most {MAX_CONNECTIONS}",
+                ids.len()
+            )));
+        }
+        let live = self
+            .0
+            .sessions
+            .lock()
+            .map_err(|_| ServerError::Protocol("session table poisoned".into()))?;
+        if let Some(id) = ids.iter().find(|id| **id == 0 || live.contains_key(id)) {
+            return Err(ServerError::Config(format!(
+                "session id {id:#x} cannot be expected: it is 0 or in use here"
+            )));
+        }
+        drop(live);
+        let now = std::time::Instant::now();
+        let mut e = self
+            .0
+            .expected
+            .lock()
+            .map_err(|_| ServerError::Protocol("expected-session table poisoned".into()))?;
+        e.retain(|_, d| *d > now);
+        if e.len() + ids.len() > MAX_CONNECTIONS {
+            return Err(ServerError::Config(
+                "too many migrations expected at once".into(),
+            ));
+        }
+        for id in ids {
+            e.insert(*id, now + MIGRATION_WINDOW);
+        }
+        Ok(ids.len())
+    }
+
+    /// Hands every client over to `target`: semi-seamlessly where the client supports
+    /// it (MIGRATE_BEGIN; the client links to the target and answers MIGRATE_CONNECTED;
+    /// then MIGRATE_END), else, or when the client could not link there, with
+    /// MIGRATE_SWITCH_HOST. Waits for every session's outcome.
+    pub async fn migrate(&self, target: HandoverTarget) -> Result<MigrationReport, ServerError> {
+        target.validate()?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(MAX_CONNECTIONS);
+        let n = self
+            .0
+            .handover
+            .send(Order::Migrate(target, tx))
+            .unwrap_or(0);
+        let mut r = MigrationReport::default();
+        let deadline =
+            tokio::time::Instant::now() + MIGRATION_ANSWER + std::time::Duration::from_secs(2);
+        while r.migrated + r.switched < n {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Moved::Migrated)) => r.migrated += 1,
+                Ok(Some(Moved::Switched)) => r.switched += 1,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        r.lost = n - r.migrated - r.switched;
+        tracing::info!(?r, "migration done");
+        Ok(r)
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        StatsHandle(self.0.clone()).stats()
+    }
+}
+
+/// How long a target accepts a session id it was told to expect.
+pub const MIGRATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a client may take to link to the target and answer MIGRATE_BEGIN; after
+/// that it is told to switch host instead.
+pub const MIGRATION_ANSWER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long a handed-over client may stay before its session is closed.
+pub const HANDOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connections served at once; more are closed on accept so fds stay bounded.
 const MAX_CONNECTIONS: usize = 256;
 
@@ -607,7 +889,9 @@ where
                 .map_err(|_| {
                     ServerError::Protocol("TLS handshake not finished in time".into())
                 })??;
-            let Some((info, early)) = conn::link(&mut s, shared.link.clone()).await? else {
+            let sh = shared.clone();
+            let check = Box::new(move |m: &spice_proto::link::LinkMess| sh.check_link(m));
+            let Some((info, early)) = conn::link(&mut s, shared.link.clone(), check).await? else {
                 return Ok(());
             };
             tracing::debug!(%peer, secure, channel = info.channel_type, id = info.channel_id, "linked");

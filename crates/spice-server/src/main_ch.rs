@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, watch};
 
 use crate::conn::Channel;
-use crate::{LinkState, NetTest, ServerError, Session, Shared, WAN_BITS_PER_SEC};
+use crate::{LinkState, Moved, NetTest, Order, ServerError, Session, Shared, WAN_BITS_PER_SEC};
 
 /// Agent messages the client may send before we return tokens.
 const AGENT_TOKENS: u32 = 10;
@@ -99,11 +99,14 @@ pub(crate) async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    if info.connection_id != 0 {
-        tracing::debug!(
-            id = info.connection_id,
-            "main channel asked for an existing session; starting a new one"
-        );
+    // A non-zero id passed the link check: a client migrating to us from another
+    // server, keeping its session id (its other channels link with it).
+    let target = info.connection_id != 0;
+    if target && !shared.claim_expected(info.connection_id) {
+        return Err(ServerError::Protocol(format!(
+            "migrating session {:#x} linked its main channel twice or too late",
+            info.connection_id
+        )));
     }
     let counters = Arc::new(vec![shared.total.clone()]);
     let mut ch = Channel::start(s, &info, early, MAX_MAIN_MSG, counters, "main");
@@ -114,12 +117,14 @@ where
             .sessions
             .lock()
             .map_err(|_| ServerError::Protocol("session table poisoned".into()))?;
-        let mut id;
-        loop {
+        let mut id = info.connection_id;
+        if target && map.contains_key(&id) {
+            return Err(ServerError::Protocol(format!(
+                "migrating session {id:#x} is already in use"
+            )));
+        }
+        while id == 0 || (!target && map.contains_key(&id)) {
             id = rand::random::<u32>();
-            if id != 0 && !map.contains_key(&id) {
-                break;
-            }
         }
         let s = Arc::new(Session {
             id,
@@ -127,11 +132,18 @@ where
             mouse_mode: Mutex::new(MOUSE_CLIENT),
             display_links: Default::default(),
             link: link_rx,
+            semi_seamless: has_cap(&info.peer_channel_caps, caps::main::SEMI_SEAMLESS_MIGRATE),
         });
         map.insert(id, s.clone());
         s
     };
-    let r = serve_main(&shared, &session, &mut ch, &info, &link_tx).await;
+    let r = async {
+        if target {
+            wait_migrate_end(&mut ch).await?;
+        }
+        serve_main(&shared, &session, &mut ch, &info, &link_tx).await
+    }
+    .await;
     if *link_tx.borrow() == LinkState::Testing {
         let _ = link_tx.send(LinkState::Unknown);
     }
@@ -141,6 +153,37 @@ where
     }
     ch.close().await;
     r
+}
+
+/// A migrating client links all its channels to us while still using the source
+/// server; it sends MIGRATE_END on this main channel once the source let it go. Only
+/// then does the session start (MAIN INIT), as spice-server does on a target.
+async fn wait_migrate_end(ch: &mut Channel) -> Result<(), ServerError> {
+    let deadline = Instant::now() + crate::MIGRATION_WINDOW;
+    loop {
+        let m = tokio::time::timeout_at(deadline.into(), ch.rx.recv())
+            .await
+            .map_err(|_| ServerError::Protocol("migrating client never sent MIGRATE_END".into()))?;
+        let Some(m) = m else {
+            return Err(ServerError::Protocol(
+                "migrating client left before MIGRATE_END".into(),
+            ));
+        };
+        match MainClientMsg::decode(m.msg_type, &m.body) {
+            Ok(MainClientMsg::MigrateEnd) => {
+                tracing::info!("migrated client arrived");
+                return Ok(());
+            }
+            other => tracing::debug!(?other, "main message before MIGRATE_END ignored"),
+        }
+    }
+}
+
+/// A semi-seamless migration in progress on this session.
+struct Migrating {
+    target: crate::HandoverTarget,
+    reply: tokio::sync::mpsc::Sender<crate::Moved>,
+    deadline: Instant,
 }
 
 async fn serve_main(
@@ -195,9 +238,48 @@ async fn serve_main(
         from_client: None,
     };
     let mut events = shared.source.subscribe();
+    let mut handover = shared.handover.subscribe();
+    // Set once the client was told to switch to another server.
+    let mut leave_by: Option<Instant> = None;
+    let mut migrating: Option<Migrating> = None;
     loop {
         let testing = *link.borrow() == LinkState::Testing;
         tokio::select! {
+            o = handover.recv(), if leave_by.is_none() && migrating.is_none() => match o {
+                Ok(Order::Switch(t)) => {
+                    switch_host(session, ch, &t).await?;
+                    leave_by = Some(Instant::now() + crate::HANDOVER_GRACE);
+                }
+                Ok(Order::Migrate(t, reply)) if session.semi_seamless => {
+                    tracing::info!(session = session.id, host = %t.host, port = t.port, "migrating the client to another server");
+                    ch.send_msg(&MainServerMsg::MigrateBegin(t.dst_info())).await?;
+                    migrating = Some(Migrating {
+                        target: t,
+                        reply,
+                        deadline: Instant::now() + crate::MIGRATION_ANSWER,
+                    });
+                }
+                Ok(Order::Migrate(t, reply)) => {
+                    switch_host(session, ch, &t).await?;
+                    let _ = reply.send(Moved::Switched).await;
+                    leave_by = Some(Instant::now() + crate::HANDOVER_GRACE);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+            _ = sleep_until_opt(migrating.as_ref().map(|m| m.deadline)) => {
+                tracing::info!(session = session.id, "client did not answer MIGRATE_BEGIN in time");
+                if let Some(m) = migrating.take() {
+                    ch.send_msg(&MainServerMsg::MigrateCancel).await?;
+                    switch_host(session, ch, &m.target).await?;
+                    let _ = m.reply.send(Moved::Switched).await;
+                    leave_by = Some(Instant::now() + crate::HANDOVER_GRACE);
+                }
+            }
+            _ = sleep_until_opt(leave_by) => {
+                tracing::info!(session = session.id, "handed-over client did not leave; closing its session");
+                return Ok(());
+            }
             p = ch.pongs.recv(), if testing => {
                 let Some((id, at)) = p else { return Ok(()) };
                 if let Some(st) = net.pong(id, at) {
@@ -213,7 +295,25 @@ async fn serve_main(
                 let msg = MainClientMsg::decode(m.msg_type, &m.body).map_err(|e| {
                     ServerError::Protocol(format!("main message type {}: {e}", m.msg_type))
                 })?;
-                handle(shared, session, ch, &mut agent, msg).await?;
+                match (msg, migrating.take()) {
+                    (MainClientMsg::MigrateConnected, Some(m)) => {
+                        // The client holds links to the target: let it go there.
+                        tracing::info!(session = session.id, "client linked to the target; MIGRATE_END");
+                        ch.send_msg(&MainServerMsg::MigrateEnd).await?;
+                        let _ = m.reply.send(Moved::Migrated).await;
+                        leave_by = Some(Instant::now() + crate::HANDOVER_GRACE);
+                    }
+                    (MainClientMsg::MigrateConnectError, Some(m)) => {
+                        tracing::info!(session = session.id, "client could not link to the target; switching it instead");
+                        switch_host(session, ch, &m.target).await?;
+                        let _ = m.reply.send(Moved::Switched).await;
+                        leave_by = Some(Instant::now() + crate::HANDOVER_GRACE);
+                    }
+                    (msg, m) => {
+                        migrating = m;
+                        handle(shared, session, ch, &mut agent, msg).await?;
+                    }
+                }
             }
             e = events.recv() => match e {
                 Ok(coop_display::SourceEvent::ClipboardChanged { mime, data }) => {
@@ -233,6 +333,23 @@ async fn serve_main(
             },
         }
         agent.flush(ch).await?;
+    }
+}
+
+async fn switch_host(
+    session: &Session,
+    ch: &Channel,
+    t: &crate::HandoverTarget,
+) -> Result<(), ServerError> {
+    tracing::info!(session = session.id, host = %t.host, port = t.port, "switching the client to another server");
+    ch.send_msg(&MainServerMsg::MigrateSwitchHost(t.dst_info()))
+        .await
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 

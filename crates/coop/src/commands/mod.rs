@@ -13,6 +13,7 @@ pub mod ls;
 pub mod monitor;
 pub mod net;
 pub mod spice;
+pub mod spice_handover;
 pub mod start;
 pub mod stop;
 pub mod view;

@@ -12,6 +12,9 @@ pub struct Args {
     /// Serve a display for the container over SPICE at HOST:PORT.
     #[arg(long)]
     spice: Option<String>,
+    /// Clients of that SPICE server must send this file's first line as password.
+    #[arg(long, value_name = "FILE")]
+    spice_password_file: Option<PathBuf>,
     /// Run by coop-monitor once init has ended (how, in words): tear the container down.
     #[arg(long, value_name = "EXIT")]
     teardown: Option<String>,
@@ -28,7 +31,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     };
     let code = match &a.teardown {
         Some(exit) => coop_container::monitor::teardown(&store, &a.name, exit, &a.waiters),
-        None => coop_container::monitor::main(&store, &a.name, a.spice),
+        None => coop_container::monitor::main(&store, &a.name, a.spice, a.spice_password_file),
     };
     Ok(code as u8)
 }

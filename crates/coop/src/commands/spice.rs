@@ -1,4 +1,6 @@
-//! `coop spice serve`: shows an X display to SPICE clients (spicy, remote-viewer).
+//! `coop spice serve`: shows an X display to SPICE clients (spicy, remote-viewer);
+//! `coop spice handover` / `status`: moves a running server's clients to another
+//! server / counts them.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -104,10 +106,22 @@ enum Cmd {
         /// Which areas redrawn at video pace become MJPEG streams.
         #[arg(long, value_enum, default_value = "filter")]
         streaming_video: Streaming,
+        /// Listen on this unix socket (mode 0600) for `coop spice handover`.
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
     },
+    /// Tell a running server's clients to drop it and connect to another server.
+    Handover(super::spice_handover::Args),
+    /// Print a running server's client sessions and connections.
+    Status(super::spice_handover::StatusArgs),
 }
 
-pub fn run(a: Args) -> anyhow::Result<u8> {
+pub fn run(store: &coop_container::Store, a: Args) -> anyhow::Result<u8> {
+    let serve = match a.cmd {
+        Cmd::Handover(h) => return super::spice_handover::run(store, h),
+        Cmd::Status(h) => return super::spice_handover::status(store, h),
+        s @ Cmd::Serve { .. } => s,
+    };
     let Cmd::Serve {
         x11,
         addr,
@@ -123,7 +137,11 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         zlib_glz_wan_compression,
         jpeg_quality,
         streaming_video,
-    } = a.cmd;
+        control_socket,
+    } = serve
+    else {
+        unreachable!("matched above")
+    };
     let ticketing = match (password_file, disable_ticketing) {
         (Some(f), _) => {
             let text = std::fs::read_to_string(&f)
@@ -180,6 +198,6 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .map(|t| format!(" and TLS port {}", t.port))
             .unwrap_or_default()
     );
-    spice_server::serve_blocking(config, Box::new(source))?;
+    spice_server::serve_blocking_with_control(config, Box::new(source), control_socket.as_deref())?;
     Ok(0)
 }

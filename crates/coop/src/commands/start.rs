@@ -17,12 +17,24 @@ pub struct Args {
     /// (overrides coop.display.spice).
     #[arg(long, value_name = "HOST:PORT")]
     spice: Option<String>,
+    /// SPICE clients must send this file's first line as password; allows a
+    /// non-loopback address (overrides coop.display.spice.password-file).
+    #[arg(long, value_name = "FILE")]
+    spice_password_file: Option<std::path::PathBuf>,
 }
 
 pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {
     let name = a.name.get()?;
     let exe = std::env::current_exe()?;
-    let st = coop_container::start::start(store, name, &exe, a.spice.as_deref())?;
+    // The monitor runs elsewhere (its own cwd): give it an absolute path.
+    let pw = match &a.spice_password_file {
+        Some(f) => Some(
+            std::path::absolute(f)
+                .map_err(|e| anyhow::anyhow!("--spice-password-file {}: {e}", f.display()))?,
+        ),
+        None => None,
+    };
+    let st = coop_container::start::start(store, name, &exe, a.spice.as_deref(), pw.as_deref())?;
     if a.foreground && console(store, name, Some(0), false)? == Ended::Detached {
         eprintln!("detached; {name} keeps running (pid {})", st.init_pid);
     }
