@@ -431,7 +431,25 @@ impl Shared {
     /// The link-stage check: a main channel asking for an existing session (a
     /// migration target's link) must carry an id we were told to expect.
     fn check_link(&self, m: &spice_proto::link::LinkMess) -> spice_proto::LinkErr {
-        if m.channel_type != channel::MAIN || m.connection_id == 0 {
+        if m.channel_type != channel::MAIN {
+            // As spice-server: a secondary channel must name a live session, or it is
+            // told so at the link stage (a client then knows its session is gone).
+            let known = self
+                .sessions
+                .lock()
+                .map(|s| s.contains_key(&m.connection_id))
+                .unwrap_or(false);
+            if known {
+                return spice_proto::LinkErr::OK;
+            }
+            tracing::info!(
+                id = m.connection_id,
+                channel = m.channel_type,
+                "channel links to an unknown session"
+            );
+            return spice_proto::LinkErr::BAD_CONNECTION_ID;
+        }
+        if m.connection_id == 0 {
             return spice_proto::LinkErr::OK;
         }
         let now = std::time::Instant::now();
@@ -925,7 +943,7 @@ where
         .ok()
         .and_then(|m| m.get(&info.connection_id).cloned());
     let Some(session) = session else {
-        // The link result was already OK (the proto crate decides it); close instead.
+        // The link check found the session, but it ended since: close.
         return Err(ServerError::Protocol(format!(
             "channel {} links to unknown session {:#x}",
             info.channel_type, info.connection_id

@@ -256,12 +256,12 @@ async fn bad_clients_are_dropped_and_others_served() {
     .await;
     assert!(closed.is_ok(), "malformed message did not drop the client");
 
-    // A channel claiming an unknown session is closed.
-    let mut stray = link_channel(addr, 0x1234_5678, channel::DISPLAY).await;
-    assert!(tokio::time::timeout(Duration::from_secs(5), stray.recv())
-        .await
-        .expect("stray kept open")
-        .is_none());
+    // A channel claiming an unknown session is refused at the link stage.
+    match link(tcp(addr).await, 0x1234_5678, channel::DISPLAY, "").await {
+        Err(LinkStatus::Failed(e)) => assert_eq!(e, LinkErr::BAD_CONNECTION_ID),
+        Err(other) => panic!("stray display link ended with {other:?}"),
+        Ok(_) => panic!("a display channel of an unknown session was linked"),
+    }
 
     // Others are still served: a display channel gets its surface.
     let mut disp = link_channel(addr, sid, channel::DISPLAY).await;
