@@ -13,13 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn need_tools(tools: &[&str]) -> bool {
     for t in tools {
         if !have(t) {

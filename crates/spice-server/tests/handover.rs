@@ -2,98 +2,15 @@
 //! are told to move to server B (MIGRATE_SWITCH_HOST, or semi-seamless migration
 //! with MIGRATE_BEGIN/END) and end up on B's screen.
 //!
-//! Displays :150-:153 and no fixed ports (the servers bind port 0).
+//! Xvfb picks its displays and the servers bind port 0: no fixed numbers.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{skip_without, Xvfb};
 use spice_server::{ControlHandle, HandoverTarget, Server, Ticketing};
-
-fn have(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-}
-
-fn skip_without(bins: &[&str]) -> bool {
-    for b in bins {
-        if !have(b) {
-            eprintln!("SKIP: {b} is not installed");
-            return true;
-        }
-    }
-    false
-}
-
-/// A child process killed (and reaped) on drop, also when the test fails.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An Xvfb on a fixed display of this test's range.
-struct Xvfb {
-    name: String,
-    _proc: Proc,
-}
-
-impl Xvfb {
-    fn start(num: u32, w: u32, h: u32) -> Xvfb {
-        let child = Command::new("Xvfb")
-            .arg(format!(":{num}"))
-            .args([
-                "-screen",
-                "0",
-                &format!("{w}x{h}x24"),
-                "-nolisten",
-                "tcp",
-                "-noreset",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn Xvfb");
-        let x = Xvfb {
-            name: format!(":{num}"),
-            _proc: Proc(child),
-        };
-        let t0 = Instant::now();
-        while !Path::new(&format!("/tmp/.X11-unix/X{num}")).exists() || !x.run("xdpyinfo", &[]) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "Xvfb :{num} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        x
-    }
-
-    fn run(&self, cmd: &str, args: &[&str]) -> bool {
-        Command::new(cmd)
-            .args(args)
-            .env("DISPLAY", &self.name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn spawn(&self, cmd: &str, args: &[&str]) -> Proc {
-        Proc(
-            Command::new(cmd)
-                .args(args)
-                .env("DISPLAY", &self.name)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {cmd}: {e}")),
-        )
-    }
-}
 
 struct Running {
     port: u16,
@@ -171,8 +88,8 @@ async fn remote_viewer_and_our_client_follow_a_handover_to_another_server() {
     ]) {
         return;
     }
-    let a_x = Xvfb::start(150, 640, 480);
-    let b_x = Xvfb::start(151, 640, 480);
+    let a_x = Xvfb::start(640, 480);
+    let b_x = Xvfb::start(640, 480);
     assert!(a_x.run("xsetroot", &["-solid", "#cc3311"]));
     assert!(b_x.run("xsetroot", &["-solid", "#22aa55"]));
     let a = serve(&a_x.name, Ticketing::Disabled).await;
@@ -197,8 +114,8 @@ async fn remote_viewer_and_our_client_follow_a_handover_to_another_server() {
     );
 
     // remote-viewer on A too.
-    let viewer_x = Xvfb::start(152, 1024, 768);
-    let _viewer = viewer_x.spawn("remote-viewer", &[&format!("spice://127.0.0.1:{}", a.port)]);
+    let mut viewer_x = Xvfb::start(1024, 768);
+    viewer_x.spawn("remote-viewer", &[&format!("spice://127.0.0.1:{}", a.port)]);
     assert!(
         wait_for(Duration::from_secs(20), || a.control.stats().sessions == 2).await,
         "remote-viewer did not link to A (A has {} sessions)",
@@ -289,8 +206,8 @@ async fn handover_keeps_the_password_and_refuses_bad_targets() {
     if skip_without(&["Xvfb", "xdpyinfo", "xsetroot"]) {
         return;
     }
-    let a_x = Xvfb::start(153, 320, 240);
-    let b_x = Xvfb::start(154, 320, 240);
+    let a_x = Xvfb::start(320, 240);
+    let b_x = Xvfb::start(320, 240);
     assert!(b_x.run("xsetroot", &["-solid", "#1144ee"]));
     let pw = || Ticketing::Password("so-secret".into());
     let a = serve(&a_x.name, pw()).await;
@@ -416,14 +333,14 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
     ]) {
         return;
     }
-    let a_x = Xvfb::start(155, 400, 300);
-    let b_x = Xvfb::start(156, 400, 300);
+    let a_x = Xvfb::start(400, 300);
+    let b_x = Xvfb::start(400, 300);
     assert!(a_x.run("xsetroot", &["-solid", "#aa4411"]));
     assert!(b_x.run("xsetroot", &["-solid", "#1188aa"]));
     let a = serve(&a_x.name, Ticketing::Disabled).await;
     let b = serve(&b_x.name, Ticketing::Disabled).await;
-    let viewer_x = Xvfb::start(157, 1024, 768);
-    let _viewer = viewer_x.spawn("remote-viewer", &[&format!("spice://127.0.0.1:{}", a.port)]);
+    let mut viewer_x = Xvfb::start(1024, 768);
+    viewer_x.spawn("remote-viewer", &[&format!("spice://127.0.0.1:{}", a.port)]);
     let a_colour = [0xaa, 0x44, 0x11];
     let b_colour = [0x11, 0x88, 0xaa];
     let shown = 400 * 300 * 9 / 10;
