@@ -90,10 +90,11 @@ const NET_TEST_WAIT: Duration = Duration::from_secs(5);
 /// photo being scrolled or an animation under the streaming threshold is not refined
 /// frame by frame, short enough that a still screen soon becomes exact.
 const REFINE_SETTLE: Duration = Duration::from_millis(400);
-/// Least time between refine passes, and pixels per pass at most (about 1.3 MB of
-/// QUIC for a photo at worst; the backlog check holds passes back on a slow link).
+/// Least time between refine passes, and pixels per pass at most: about 130 kB of QUIC
+/// for a noisy photo, a quarter second of a 4 Mbit/s link, so an update that follows
+/// waits little; and no pass starts while updates wait for the link.
 const REFINE_INTERVAL: Duration = Duration::from_millis(100);
-const REFINE_MAX_PIXELS: u64 = 256 * 1024;
+const REFINE_MAX_PIXELS: u64 = 64 * 1024;
 
 /// Builds a DRAW_COPY of `w`×`h` tightly packed BGRX pixels at (`x`, `y`) on the
 /// primary surface, preceded by any cache invalidations the image needs; with a
