@@ -864,3 +864,113 @@ fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
         "{st:?}"
     );
 }
+
+/// A new client on a 4 Mbit/s link gets a photographic screen's first frame as JPEG; a
+/// headless capture with our client library (what `coop view --screenshot --wait-ms
+/// 1500` does) that waits past the settle time gets the refined, exact screen.
+/// spicy-screenshot saves the first frame it draws, so it shows the JPEG (printed).
+#[test]
+fn headless_capture_after_the_refine_is_exact_on_wan() {
+    if skip_without(&[
+        "Xvfb", "xdpyinfo", "import", "display", "convert", "ip", "tc",
+    ]) {
+        return;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: network namespaces need root");
+        return;
+    }
+    let net = match Net::new(3, "4mbit") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut served = X::start(170..=179, 640, 480);
+    assert!(served.run("xsetroot", &["-solid", ROOT_HEX]));
+    let img = plasma(dir.path(), "photo.png", "600x440", 5);
+    served.spawn("display", &["-title", "photo", "-geometry", "+20+20", &img]);
+    assert!(served.wait_window("photo"), "display did not map");
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, _, want) = served.pixels(dir.path());
+    let port = 6014;
+    let srv = serve(
+        Some(net.srv.clone()),
+        &served.name,
+        config(&net.srv_ip, port),
+    );
+
+    if have("spicy-screenshot") {
+        let out = dir.path().join("first.ppm");
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.cli,
+                "timeout",
+                "30",
+                "spicy-screenshot",
+            ])
+            .args(["-h", &net.srv_ip, "-p", &port.to_string(), "-o"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if let (true, Some((_, _, got))) = (ok, read_ppm(&out)) {
+            eprintln!(
+                "spicy-screenshot (first frame) on WAN: PSNR {:.1} dB",
+                psnr(&got, &want)
+            );
+        }
+    }
+    let before = srv.stats.stats();
+    let capture = |quiet_ms: u64| -> (Vec<u8>, Duration) {
+        let cli = net.cli.clone();
+        let host = net.srv_ip.clone();
+        std::thread::spawn(move || {
+            enter(&cli).expect("enter the client namespace");
+            let opts = spice_client::headless::CaptureOptions {
+                quiet: Duration::from_millis(quiet_ms),
+                settle: Duration::from_millis(quiet_ms * 5).max(Duration::from_secs(1)),
+                timeout: Duration::from_secs(30),
+            };
+            let c =
+                spice_client::headless::capture(spice_client::ClientConfig::new(host, port), &opts)
+                    .expect("headless capture");
+            (c.screen.to_rgb8(), c.complete)
+        })
+        .join()
+        .expect("capture thread")
+    };
+    let (quick, quick_t) = capture(300);
+    let mid = srv.stats.stats();
+    let (waited, waited_t) = capture(1500);
+    let st = srv.stats.stats();
+    eprintln!(
+        "headless capture on WAN: wait 300 ms → PSNR {:.1} dB in {:.0} ms; wait 1500 ms → \
+         {} differing pixels in {:.0} ms; display bytes: first capture {} B, second {} B of \
+         which refine {} image(s) {} B",
+        psnr(&quick, &want),
+        quick_t.as_secs_f64() * 1000.0,
+        differing(&waited, &want),
+        waited_t.as_secs_f64() * 1000.0,
+        mid.display_bytes_out - before.display_bytes_out,
+        st.display_bytes_out - mid.display_bytes_out,
+        st.refine_images - mid.refine_images,
+        st.refine_bytes - mid.refine_bytes
+    );
+    assert!(st.net_test.is_some_and(|t| t.wan), "{st:?}");
+    assert!(
+        mid.jpeg_images > before.jpeg_images && st.jpeg_images > mid.jpeg_images,
+        "the first frames were not JPEG: {st:?}"
+    );
+    assert!(st.refine_images > mid.refine_images, "{st:?}");
+    assert_eq!(
+        differing(&waited, &want),
+        0,
+        "capture after the refine not exact"
+    );
+}
