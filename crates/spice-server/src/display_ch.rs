@@ -22,6 +22,11 @@
 //! ACK window widens, photographic images go JPEG and GLZ ones are zlib-wrapped, as
 //! `jpeg_wan_compression` / `zlib_glz_wan_compression` allow. The first frame waits
 //! for the test so that it is already encoded for the link.
+//!
+//! What the client holds lossy (JPEG images, stream frames) is tracked per client
+//! ([`crate::lossy::LossyRegion`]); an area unchanged for [`REFINE_SETTLE`] is sent again
+//! with the client's lossless codec, a bounded slice per pass, so a still screen
+//! becomes exact. COPY_BITS carries lossiness along with the pixels it copies.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
