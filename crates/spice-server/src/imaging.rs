@@ -286,17 +286,17 @@ impl ClientImaging {
         h.finish()
     }
 
-    /// The image to draw `img` (tightly packed BGRX rows) with, and the messages that
-    /// must reach the client before it (cache invalidations).
+    /// [`ClientImaging::image_for`] allowing lossy codecs (tests).
     #[cfg(test)]
     pub fn image(&mut self, img: &ImageRef<'_>) -> (Image, Vec<Out>) {
         let (image, pre, _) = self.image_for(img, false);
         (image, pre)
     }
 
-    /// Like [`ClientImaging::image`], with a lossless codec only when `lossless_only`
-    /// (refining an area the client holds lossy); the flag says whether the image is
-    /// lossy (JPEG).
+    /// The image to draw `img` (tightly packed BGRX rows) with, the messages that must
+    /// reach the client before it (cache invalidations), and whether the image is lossy
+    /// (JPEG). With `lossless_only` (refining an area the client holds lossy) only a
+    /// lossless codec is used.
     ///
     /// Only lossless images enter the pixmap cache: spice-gtk would answer FROM_CACHE
     /// with whatever it stored, so a cached JPEG would bring lossy pixels back into an
