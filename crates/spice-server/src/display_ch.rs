@@ -22,6 +22,11 @@
 //! ACK window widens, photographic images go JPEG and GLZ ones are zlib-wrapped, as
 //! `jpeg_wan_compression` / `zlib_glz_wan_compression` allow. The first frame waits
 //! for the test so that it is already encoded for the link.
+//!
+//! What the client holds lossy (JPEG images, stream frames) is tracked per client
+//! ([`crate::lossy::LossyRegion`]); an area unchanged for [`REFINE_SETTLE`] is sent again
+//! with the client's lossless codec, a bounded slice per pass, so a still screen
+//! becomes exact. COPY_BITS carries lossiness along with the pixels it copies.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +47,7 @@ use tokio::time::Instant;
 
 use crate::conn::{Channel, Out, ACK_WINDOW, WAN_ACK_WINDOW};
 use crate::imaging::{is_photographic, ClientImaging, WanPolicy};
+use crate::lossy::LossyRegion;
 use crate::{ImageCompression, LinkState, ServerError, Session, Shared, StreamingVideo, Tally};
 
 /// Largest display-channel message from a client.
@@ -85,24 +91,32 @@ const STREAM_BACKLOG_MAX: u64 = 32 * 1024;
 /// Longest wait of the first frame for the session's bandwidth test. The main channel
 /// gives up sooner on a client that does not answer PINGs.
 const NET_TEST_WAIT: Duration = Duration::from_secs(5);
+/// A lossy area unchanged for this long is sent again losslessly: long enough that a
+/// photo being scrolled or an animation under the streaming threshold is not refined
+/// frame by frame, short enough that a still screen soon becomes exact.
+const REFINE_SETTLE: Duration = Duration::from_millis(400);
+/// Least time between refine passes, and pixels per pass at most: about 130 kB of QUIC
+/// for a noisy photo, a quarter second of a 4 Mbit/s link, so an update that follows
+/// waits little; and no pass starts while updates wait for the link.
+const REFINE_INTERVAL: Duration = Duration::from_millis(100);
+const REFINE_MAX_PIXELS: u64 = 64 * 1024;
 
 /// Builds a DRAW_COPY of `w`×`h` tightly packed BGRX pixels at (`x`, `y`) on the
-/// primary surface, preceded by any cache invalidations the image needs.
+/// primary surface, preceded by any cache invalidations the image needs; with a
+/// lossless codec only when `lossless_only`. The flag: the image is lossy.
 pub(crate) fn draw_copy(
-    x: u32,
-    y: u32,
-    w: u32,
-    h: u32,
+    (x, y, w, h): (u32, u32, u32, u32),
     data: &[u8],
     imaging: &mut ClientImaging,
-) -> Vec<Out> {
+    lossless_only: bool,
+) -> (Vec<Out>, bool) {
     let r = ImageRef {
         width: w,
         height: h,
         stride: w as usize * 4,
         data,
     };
-    let (image, mut out) = imaging.image(&r);
+    let (image, mut out, lossy) = imaging.image_for(&r, lossless_only);
     out.push(Out::of(&DisplayServerMsg::DrawCopy {
         base: base(x, y, w, h),
         copy: CopyData {
@@ -113,7 +127,7 @@ pub(crate) fn draw_copy(
             mask: QMask::default(),
         },
     }));
-    out
+    (out, lossy)
 }
 
 fn base(x: u32, y: u32, w: u32, h: u32) -> DisplayBase {
@@ -148,22 +162,87 @@ struct Display {
     /// Its measured bandwidth then, bits per second.
     link_bps: Option<u64>,
     tally: Arc<Tally>,
+    /// What the client shows lossy.
+    lossy: LossyRegion,
+    /// No refine pass before this (paces them, and waits out a busy link).
+    refine_after: Instant,
 }
 
 impl Display {
-    /// Encodes off the async threads and queues the messages in order.
-    async fn send_image(&self, ch: &Channel, r: Rect, data: Vec<u8>) -> Result<(), ServerError> {
+    /// Encodes off the async threads and queues the messages in order; notes whether
+    /// the client's pixels at `r` are now lossy. Returns the bytes queued.
+    async fn send_image(
+        &mut self,
+        ch: &Channel,
+        r: Rect,
+        data: Vec<u8>,
+        lossless_only: bool,
+    ) -> Result<usize, ServerError> {
         let imaging = self.imaging.clone();
-        let outs = tokio::task::spawn_blocking(move || {
+        let (outs, lossy) = tokio::task::spawn_blocking(move || {
             let mut im = imaging.lock().unwrap_or_else(|p| p.into_inner());
-            draw_copy(r.x, r.y, r.w, r.h, &data, &mut im)
+            draw_copy((r.x, r.y, r.w, r.h), &data, &mut im, lossless_only)
         })
         .await
         .map_err(|_| ServerError::Protocol("image encoder task failed".into()))?;
+        if lossy {
+            self.lossy.mark_lossy(r, std::time::Instant::now());
+        } else {
+            self.lossy.mark_lossless(r);
+        }
+        let mut bytes = 0;
         for o in outs {
+            bytes += o.body.len();
             ch.send(o).await?;
         }
-        Ok(())
+        Ok(bytes)
+    }
+
+    /// Sends again, losslessly, lossy areas that stopped changing: at most
+    /// [`REFINE_MAX_PIXELS`] a pass, one pass per [`REFINE_INTERVAL`], none while the
+    /// link is backed up. Returns the areas captured (for the move-race check), or
+    /// `None` when the screen changed size meanwhile.
+    async fn refine(
+        &mut self,
+        shared: &Shared,
+        ch: &Channel,
+    ) -> Result<Option<Vec<Rect>>, ServerError> {
+        let now = Instant::now();
+        self.refine_after = now + REFINE_INTERVAL;
+        if ch.backlog() > UPDATE_BACKLOG_MAX {
+            return Ok(Some(Vec::new()));
+        }
+        let exclude = self.stream.as_ref().map(|s| s.rect);
+        let due = self
+            .lossy
+            .take_due(now.into_std(), REFINE_SETTLE, REFINE_MAX_PIXELS, exclude);
+        for r in &due {
+            let Some(c) = self.capture_and_send(shared, ch, *r, true).await? else {
+                return Ok(None);
+            };
+            self.count_refine(c.bytes);
+        }
+        if !due.is_empty() {
+            tracing::debug!(
+                rects = due.len(),
+                left = self.lossy.pixels(),
+                "refined lossy areas"
+            );
+        }
+        Ok(Some(due))
+    }
+
+    fn count_refine(&self, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.tally.refine_images.fetch_add(1, Relaxed);
+        self.tally.refine_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// When the next refine pass is due, if any.
+    fn refine_due(&self) -> Option<Instant> {
+        let exclude = self.stream.as_ref().map(|s| s.rect);
+        let due = self.lossy.next_due(REFINE_SETTLE, exclude)?;
+        Some(Instant::from_std(due).max(self.refine_after))
     }
 
     fn imaging(&self) -> std::sync::MutexGuard<'_, ClientImaging> {
@@ -295,8 +374,10 @@ impl Display {
                 frame.height
             )));
         }
-        self.send_image(ch, Rect::new(0, 0, frame.width, frame.height), data)
-            .await
+        self.lossy.clear();
+        self.send_image(ch, Rect::new(0, 0, frame.width, frame.height), data, false)
+            .await?;
+        Ok(())
     }
 
     /// Sends the dirty areas; `Ok(false)` when the screen changed size meanwhile.
@@ -321,7 +402,8 @@ impl Display {
                     }
                 }
             }
-            let Some(photo) = self.capture_and_send(shared, ch, r).await? else {
+            let Some(Captured { photo, .. }) = self.capture_and_send(shared, ch, r, false).await?
+            else {
                 return Ok(false);
             };
             // In spice-server's "filter" mode only photographic content (video, not a
@@ -369,14 +451,15 @@ impl Display {
         Ok(true)
     }
 
-    /// Captures `r` and sends it losslessly; `Ok(None)` when `r` is off the screen,
-    /// else whether the content looked photographic.
+    /// Captures `r` and sends it (losslessly when `lossless_only`); `Ok(None)` when
+    /// `r` is off the screen.
     async fn capture_and_send(
-        &self,
+        &mut self,
         shared: &Shared,
         ch: &Channel,
         r: Rect,
-    ) -> Result<Option<bool>, ServerError> {
+        lossless_only: bool,
+    ) -> Result<Option<Captured>, ServerError> {
         let data = match shared.source.capture(r).await {
             Ok(d) => d,
             Err(coop_display::DisplayError::OutOfBounds { .. }) => return Ok(None),
@@ -391,8 +474,8 @@ impl Display {
             stride: r.w as usize * 4,
             data: &data,
         });
-        self.send_image(ch, r, data).await?;
-        Ok(Some(photo))
+        let bytes = self.send_image(ch, r, data, lossless_only).await?;
+        Ok(Some(Captured { photo, bytes }))
     }
 
     async fn start_stream(
@@ -445,6 +528,8 @@ impl Display {
                 std::time::Instant::now(),
             );
         }
+        // Its frames are JPEG: the area is lossy until the end redraws it.
+        self.lossy.mark_lossy(rect, std::time::Instant::now());
         self.stream = Some(VideoStream {
             id,
             rect,
@@ -494,6 +579,7 @@ impl Display {
         };
         st.last = Instant::now();
         st.frames += 1;
+        self.lossy.mark_lossy(r, std::time::Instant::now());
         st.rate.sent(jpeg.len());
         {
             use std::sync::atomic::Ordering::Relaxed;
@@ -525,8 +611,20 @@ impl Display {
         tracing::debug!(id = st.id, frames = st.frames, "ending a video stream");
         ch.send_msg(&DisplayServerMsg::StreamDestroy { id: st.id })
             .await?;
-        Ok(self.capture_and_send(shared, ch, st.rect).await?.is_some())
+        let Some(c) = self.capture_and_send(shared, ch, st.rect, true).await? else {
+            return Ok(false);
+        };
+        self.count_refine(c.bytes);
+        Ok(true)
     }
+}
+
+/// What [`Display::capture_and_send`] sent.
+struct Captured {
+    /// The content looked photographic.
+    photo: bool,
+    /// Bytes queued for it.
+    bytes: usize,
 }
 
 /// A video stream the client is showing.
@@ -793,6 +891,8 @@ async fn serve_display(
         wan: false,
         link_bps: None,
         tally: shared.tally.clone(),
+        lossy: LossyRegion::default(),
+        refine_after: Instant::now(),
     };
     // Like spice-server, wait for the client's INIT before drawing: it decides whether
     // GLZ and the pixmap cache may be used. Its PREFERRED_COMPRESSION follows at once.
@@ -863,6 +963,9 @@ async fn serve_display(
         let pending = full || !dirty.is_empty() || d.stream_owed;
         let due = last + interval;
         let stream_idle = d.stream.as_ref().map(|s| s.drawn + STREAM_IDLE);
+        // Refining waits while updates are pending: they go first, and may make the
+        // area lossy again anyway.
+        let refine_at = if pending { None } else { d.refine_due() };
         tokio::select! {
             m = ch.rx.recv() => {
                 let Some(m) = m else { return Ok(()) };
@@ -884,6 +987,12 @@ async fn serve_display(
                     full = true;
                 }
                 fresh.extend(area);
+            }
+            _ = tokio::time::sleep_until(refine_at.unwrap_or(due)), if refine_at.is_some() => {
+                match d.refine(shared, ch).await? {
+                    Some(done) => fresh.extend(done),
+                    None => full = true,
+                }
             }
             _ = tokio::time::sleep_until(due), if pending => {
                 last = Instant::now();
@@ -927,6 +1036,10 @@ async fn on_source_event(
 ) -> Result<(), ServerError> {
     match e {
         Ok(SourceEvent::Damage(rs)) => {
+            let now = std::time::Instant::now();
+            for r in &rs {
+                d.lossy.touch(*r, now);
+            }
             dirty.extend(rs);
             if dirty.len() > 1024 {
                 *dirty = merge_rects(dirty, Rect::new(0, 0, d.width, d.height), MAX_RECTS);
@@ -955,6 +1068,8 @@ async fn on_source_event(
                     },
                 })
                 .await?;
+                // The client copies what it shows, lossy parts included.
+                d.lossy.copy(src, dst);
                 // Pending damage under the source still holds old pixels on the client,
                 // now copied along: it is owed at the destination too. (Damage under the
                 // destination stays owed as it is.)
@@ -1004,7 +1119,8 @@ mod tests {
         let (w, h) = (64, 40);
         let px = pixels(w, h);
         let mut im = ClientImaging::new(ImageCompression::Lz, false);
-        let outs = draw_copy(10, 20, w, h, &px, &mut im);
+        let (outs, lossy) = draw_copy((10, 20, w, h), &px, &mut im, false);
+        assert!(!lossy);
         assert_eq!(outs.len(), 1);
         let (base, img) = decode_copy(&outs[0]);
         assert_eq!(base.bbox, spice_proto::types::Rect::new(10, 20, 74, 60));

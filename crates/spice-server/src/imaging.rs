@@ -286,29 +286,52 @@ impl ClientImaging {
         h.finish()
     }
 
-    /// The image to draw `img` (tightly packed BGRX rows) with, and the messages that
-    /// must reach the client before it (cache invalidations).
+    /// [`ClientImaging::image_for`] allowing lossy codecs (tests).
+    #[cfg(test)]
     pub fn image(&mut self, img: &ImageRef<'_>) -> (Image, Vec<Out>) {
+        let (image, pre, _) = self.image_for(img, false);
+        (image, pre)
+    }
+
+    /// The image to draw `img` (tightly packed BGRX rows) with, the messages that must
+    /// reach the client before it (cache invalidations), and whether the image is lossy
+    /// (JPEG). With `lossless_only` (refining an area the client holds lossy) only a
+    /// lossless codec is used.
+    ///
+    /// Only lossless images enter the pixmap cache: spice-gtk would answer FROM_CACHE
+    /// with whatever it stored, so a cached JPEG would bring lossy pixels back into an
+    /// area that was refined meanwhile. Keeping JPEGs out of the cache keeps every hit
+    /// exact (no FROM_CACHE_LOSSLESS or CACHE_REPLACE_ME bookkeeping needed) at the
+    /// cost of re-sending a photo that reappears on a slow link.
+    pub fn image_for(
+        &mut self,
+        img: &ImageRef<'_>,
+        lossless_only: bool,
+    ) -> (Image, Vec<Out>, bool) {
         let (w, h) = (img.width, img.height);
         let pixels = u64::from(w) * u64::from(h);
         let mut pre = Vec::new();
-        let mut id = 0;
-        let mut flags = 0;
         let cid =
             (pixels >= CACHE_MIN_PIXELS && self.cache.is_some()).then(|| self.content_id(img));
         if let (Some(cid), Some(cache)) = (cid, self.cache.as_mut()) {
-            id = cid;
-            if cache.hit(id) {
+            if cache.hit(cid) {
                 let image = Image {
-                    id,
+                    id: cid,
                     flags: 0,
                     width: w,
                     height: h,
                     data: ImageData::FromCache,
                 };
-                return (image, pre);
+                return (image, pre, false);
             }
-            if let Some(dropped) = cache.insert(id, pixels) {
+        }
+        let data = self.encode(img, lossless_only);
+        let lossy = matches!(data, ImageData::Jpeg(_));
+        let mut id = 0;
+        let mut flags = 0;
+        if let (Some(cid), Some(cache), false) = (cid, self.cache.as_mut(), lossy) {
+            if let Some(dropped) = cache.insert(cid, pixels) {
+                id = cid;
                 flags = image_flags::CACHE_ME;
                 for chunk in dropped.chunks(INVAL_BATCH) {
                     pre.push(Out::of(&DisplayServerMsg::InvalList(
@@ -332,13 +355,13 @@ impl ClientImaging {
             flags,
             width: w,
             height: h,
-            data: self.encode(img),
+            data,
         };
-        (image, pre)
+        (image, pre, lossy)
     }
 
-    fn encode(&mut self, img: &ImageRef<'_>) -> ImageData {
-        let d = self.encode_uncounted(img);
+    fn encode(&mut self, img: &ImageRef<'_>, lossless_only: bool) -> ImageData {
+        let d = self.encode_uncounted(img, lossless_only);
         if let Some(t) = &self.tally {
             use std::sync::atomic::Ordering::Relaxed;
             match d {
@@ -350,14 +373,14 @@ impl ClientImaging {
         d
     }
 
-    fn encode_uncounted(&mut self, img: &ImageRef<'_>) -> ImageData {
+    fn encode_uncounted(&mut self, img: &ImageRef<'_>, lossless_only: bool) -> ImageData {
         let raw_len = img.width as usize * img.height as usize * 4;
         let codec = choose(
             self.mode(),
             img,
             self.lz4_cap,
             self.glz.is_some(),
-            self.wan.jpeg,
+            self.wan.jpeg && !lossless_only,
         );
         let zlib = self.wan.zlib_glz;
         let r = match codec {
@@ -613,6 +636,45 @@ mod tests {
             "type {}",
             f.data.image_type()
         );
+    }
+
+    /// On WAN a photo goes JPEG but never into the pixmap cache; its lossless refine
+    /// (QUIC under auto_glz) is cached, and a later draw of the same pixels is an exact
+    /// FROM_CACHE hit, never the JPEG.
+    #[test]
+    fn lossy_images_stay_out_of_the_cache_and_refines_are_exact() {
+        let (w, h) = (160, 120);
+        let p = photo(w, h);
+        let mut ci = ClientImaging::new(ImageCompression::AutoGlz, false);
+        ci.init(1 << 20, 1 << 20);
+        ci.wan = WanPolicy {
+            jpeg: true,
+            zlib_glz: true,
+            jpeg_quality: 80,
+        };
+        let mut win = glz::Window::new(1 << 22);
+        let (j, _, lossy) = ci.image_for(&img(w, h, &p), false);
+        assert!(lossy && matches!(j.data, ImageData::Jpeg(_)));
+        assert_eq!(j.flags & image_flags::CACHE_ME, 0, "JPEG flagged CACHE_ME");
+        assert_eq!(ci.cache.as_ref().unwrap().len(), 0);
+        // Drawn again while the link is still WAN: JPEG again, not a cache hit.
+        let (j2, _, lossy) = ci.image_for(&img(w, h, &p), false);
+        assert!(lossy && matches!(j2.data, ImageData::Jpeg(_)));
+        // The refine: lossless, exact, cached.
+        let (q, _, lossy) = ci.image_for(&img(w, h, &p), true);
+        assert!(!lossy, "refine was lossy: type {}", q.data.image_type());
+        assert!(
+            matches!(q.data, ImageData::Quic(_)),
+            "type {}",
+            q.data.image_type()
+        );
+        assert_ne!(q.flags & image_flags::CACHE_ME, 0);
+        assert!(same_rgb(&decode(&q.data, w, h, &mut win), &p));
+        // Now the same pixels are an exact cache hit, lossy allowed or not.
+        for lossless_only in [false, true] {
+            let (c, _, lossy) = ci.image_for(&img(w, h, &p), lossless_only);
+            assert_eq!((c.data, c.id, lossy), (ImageData::FromCache, q.id, false));
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod cursor_ch;
 mod display_ch;
 mod imaging;
 mod inputs_ch;
+mod lossy;
 mod main_ch;
 mod source;
 mod tls;
@@ -323,6 +324,10 @@ pub struct ServerStats {
     pub jpeg_images: u64,
     pub zlib_glz_images: u64,
     pub lossless_images: u64,
+    /// Lossless re-sends of areas the client held lossy (still JPEG areas, ended video
+    /// streams), and their bytes (DRAW_COPY bodies with any cache invalidations).
+    pub refine_images: u64,
+    pub refine_bytes: u64,
     /// The latest completed bandwidth test of any client.
     pub net_test: Option<NetTest>,
 }
@@ -343,6 +348,8 @@ pub(crate) struct Tally {
     pub jpeg_images: AtomicU64,
     pub zlib_glz_images: AtomicU64,
     pub lossless_images: AtomicU64,
+    pub refine_images: AtomicU64,
+    pub refine_bytes: AtomicU64,
     pub net_test: Mutex<Option<NetTest>>,
 }
 
@@ -731,6 +738,8 @@ impl StatsHandle {
             jpeg_images: t.jpeg_images.load(Ordering::Relaxed),
             zlib_glz_images: t.zlib_glz_images.load(Ordering::Relaxed),
             lossless_images: t.lossless_images.load(Ordering::Relaxed),
+            refine_images: t.refine_images.load(Ordering::Relaxed),
+            refine_bytes: t.refine_bytes.load(Ordering::Relaxed),
             net_test: t.net_test.lock().ok().and_then(|n| *n),
         }
     }

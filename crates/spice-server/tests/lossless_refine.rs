@@ -1,0 +1,976 @@
+//! A still screen becomes exact: areas a client got lossy (a photo sent as JPEG on a
+//! slow link, the last frame of a video stream) are sent again losslessly once they stop
+//! changing, and spice-gtk (`spicy`) and our own client then show the X server's pixels
+//! exactly.
+//!
+//! The slow link is a veth pair between two network namespaces shaped with tc tbf, as in
+//! `link_quality.rs`. Self-contained helpers (this file owns its names): X displays
+//! :170–:189, TCP ports 6010–6029, namespaces `ll-*`, addresses 10.217.N.0/24.
+
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use spice_server::coop_display::{DisplayError, DisplaySource, Frame, Rect, SourceEvent};
+use spice_server::{Config, StatsHandle, Ticketing, WanCompression};
+
+/// A child process, terminated (then killed) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn skip_without(bins: &[&str]) -> bool {
+    if let Some(b) = bins.iter().find(|b| !have(b)) {
+        eprintln!("SKIP: {b} is not installed");
+        return true;
+    }
+    false
+}
+
+/// An Xvfb on the first free display number of a range; its clients die with it.
+struct X {
+    name: String,
+    kids: Vec<Proc>,
+    _server: Proc,
+}
+
+impl X {
+    fn start(nums: RangeInclusive<u32>, w: u32, h: u32) -> X {
+        for n in nums {
+            if Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+                continue;
+            }
+            let child = Command::new("Xvfb")
+                .arg(format!(":{n}"))
+                .args(["-screen", "0", &format!("{w}x{h}x24")])
+                .args(["-nolisten", "tcp", "-noreset"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn Xvfb");
+            let mut p = Proc(child);
+            let name = format!(":{n}");
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(15) {
+                if let Ok(Some(_)) = p.0.try_wait() {
+                    break; // Lost a race for the number: try the next.
+                }
+                let up = Command::new("xdpyinfo")
+                    .env("DISPLAY", &name)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if up {
+                    return X {
+                        name,
+                        kids: Vec::new(),
+                        _server: p,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("no free X display in the range");
+    }
+
+    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(prog);
+        c.args(args)
+            .env("DISPLAY", &self.name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
+    fn run(&self, prog: &str, args: &[&str]) -> bool {
+        self.cmd(prog, args).status().is_ok_and(|s| s.success())
+    }
+
+    fn spawn(&mut self, prog: &str, args: &[&str]) {
+        let c = self
+            .cmd(prog, args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {prog}: {e}"));
+        self.kids.push(Proc(c));
+    }
+
+    fn wait_window(&self, name: &str) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if self.run("xdotool", &["search", "--onlyvisible", "--name", name]) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The X server's own pixels: (w, h, RGB).
+    fn pixels(&self, dir: &Path) -> (u32, u32, Vec<u8>) {
+        let out = dir.join(format!("root{}.ppm", &self.name[1..]));
+        assert!(
+            self.run(
+                "import",
+                &["-window", "root", "-depth", "8", out.to_str().unwrap()]
+            ),
+            "import -window root on {}",
+            self.name
+        );
+        read_ppm(&out).unwrap_or_else(|| panic!("unreadable {}", out.display()))
+    }
+}
+
+/// A binary PPM (P6, maxval 255) as (w, h, RGB).
+fn read_ppm(p: &Path) -> Option<(u32, u32, Vec<u8>)> {
+    let d = std::fs::read(p).ok()?;
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 && i < d.len() {
+        if d[i].is_ascii_whitespace() {
+            i += 1;
+        } else if d[i] == b'#' {
+            while i < d.len() && d[i] != b'\n' {
+                i += 1;
+            }
+        } else {
+            let s = i;
+            while i < d.len() && !d[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            fields.push(String::from_utf8_lossy(&d[s..i]).into_owned());
+        }
+    }
+    if fields.first()? != "P6" || fields.get(3)? != "255" {
+        return None;
+    }
+    let (w, h): (u32, u32) = (fields[1].parse().ok()?, fields[2].parse().ok()?);
+    let px = d.get(i + 1..)?.to_vec();
+    (px.len() == (w * h * 3) as usize).then_some((w, h, px))
+}
+
+fn differing(a: &[u8], b: &[u8]) -> usize {
+    a.chunks(3).zip(b.chunks(3)).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len()) / 3
+}
+
+/// The bounding box (x0, y0, x1, y1) of differing pixels of two `w`-wide RGB images.
+fn diff_box(a: &[u8], b: &[u8], w: u32) -> Option<(u32, u32, u32, u32)> {
+    let mut bb: Option<(u32, u32, u32, u32)> = None;
+    for (i, (p, q)) in a.chunks(3).zip(b.chunks(3)).enumerate() {
+        if p != q {
+            let (x, y) = (i as u32 % w, i as u32 / w);
+            bb = Some(bb.map_or((x, y, x, y), |(x0, y0, x1, y1)| {
+                (x0.min(x), y0.min(y), x1.max(x), y1.max(y))
+            }));
+        }
+    }
+    bb
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let se: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    if se == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (255.0f64 * 255.0 * a.len() as f64 / se).log10()
+}
+
+fn crop(rgb: &[u8], stride_w: u32, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
+    (y..y + h)
+        .flat_map(|r| {
+            let o = ((r * stride_w + x) * 3) as usize;
+            rgb[o..o + w as usize * 3].to_vec()
+        })
+        .collect()
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// Server and client namespaces joined by a veth, the server's side shaped; both
+/// deleted on drop (which removes the veth too).
+struct Net {
+    srv: String,
+    cli: String,
+    srv_ip: String,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.srv]);
+        let _ = ip(&["netns", "del", &self.cli]);
+    }
+}
+
+impl Net {
+    fn new(idx: u8, rate: &str) -> Result<Net, String> {
+        let tag = format!("{}{idx}", std::process::id() % 10_000);
+        let net = Net {
+            srv: format!("ll-{tag}s"),
+            cli: format!("ll-{tag}c"),
+            srv_ip: format!("10.217.{idx}.1"),
+        };
+        let (va, vb) = (format!("ll{tag}a"), format!("ll{tag}b"));
+        ip(&["netns", "add", &net.srv])?;
+        ip(&["netns", "add", &net.cli])?;
+        ip(&[
+            "link", "add", &va, "netns", &net.srv, "type", "veth", "peer", "name", &vb, "netns",
+            &net.cli,
+        ])?;
+        for (ns, dev, addr) in [
+            (&net.srv, &va, format!("10.217.{idx}.1/24")),
+            (&net.cli, &vb, format!("10.217.{idx}.2/24")),
+        ] {
+            ip(&["-n", ns, "addr", "add", &addr, "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        ip(&[
+            "netns", "exec", &net.srv, "tc", "qdisc", "add", "dev", &va, "root", "tbf", "rate",
+            rate, "burst", "32kbit", "latency", "400ms",
+        ])
+        .map_err(|e| format!("tc tbf unavailable: {e}"))?;
+        Ok(net)
+    }
+}
+
+/// Moves the calling thread into namespace `ns` (its sockets are made there).
+fn enter(ns: &str) -> Result<(), String> {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+}
+
+/// A server on its own thread and runtime, in namespace `ns` when given; stopped on drop.
+struct Served {
+    stats: StatsHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(ns: Option<String>, display: &str, config: Config) -> Served {
+    // The X connection is made here, outside any namespace.
+    let src = spice_server::coop_display::X11Source::connect(display).expect("X11Source");
+    serve_in(ns, Box::new(src), config)
+}
+
+fn serve_source(src: Box<dyn DisplaySource>, config: Config) -> Served {
+    serve_in(None, src, config)
+}
+
+fn serve_in(ns: Option<String>, src: Box<dyn DisplaySource>, config: Config) -> Served {
+    let (tx, rx) = mpsc::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        if let Some(ns) = ns {
+            enter(&ns).expect("enter the server namespace");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let server = spice_server::Server::bind(config, src).await.expect("bind");
+            tx.send(server.stats_handle()).expect("stats handle");
+            tokio::select! {
+                r = server.run() => r.expect("serve"),
+                _ = stop_rx => {}
+            }
+        });
+    });
+    let stats = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server started");
+    Served {
+        stats,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+fn config(addr: &str, port: u16) -> Config {
+    Config {
+        addr: addr.parse().unwrap(),
+        port: Some(port),
+        ticketing: Ticketing::Disabled,
+        ..Default::default()
+    }
+}
+
+/// What our client shows: (w, h, RGB) and its display messages by type.
+type Shot = (u32, u32, Vec<u8>, Vec<(u16, u64)>);
+
+/// Our own client (spice-client), connected for as long as the value lives, in
+/// namespace `ns` when given; `shot` asks it for its current picture.
+struct OurClient {
+    req: Option<mpsc::Sender<mpsc::Sender<Option<Shot>>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl OurClient {
+    fn connect(ns: Option<String>, host: &str, port: u16) -> OurClient {
+        let (req, rx) = mpsc::channel::<mpsc::Sender<Option<Shot>>>();
+        let host = host.to_string();
+        let thread = std::thread::spawn(move || -> Result<(), String> {
+            if let Some(ns) = ns {
+                enter(&ns)?;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let s = spice_client::Session::connect(spice_client::ClientConfig::new(host, port))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                loop {
+                    match rx.try_recv() {
+                        Ok(reply) => {
+                            let shot = s.screen().map(|p| {
+                                (p.width, p.height, p.to_rgb8(), s.display_message_counts())
+                            });
+                            let _ = reply.send(shot);
+                        }
+                        Err(mpsc::TryRecvError::Empty) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Err(mpsc::TryRecvError::Disconnected) => break,
+                    }
+                    if let Some(e) = s.error() {
+                        return Err(e.to_string());
+                    }
+                }
+                Ok(())
+            })
+        });
+        OurClient {
+            req: Some(req),
+            thread: Some(thread),
+        }
+    }
+
+    fn shot(&self) -> Option<Shot> {
+        let (tx, rx) = mpsc::channel();
+        self.req.as_ref()?.send(tx).ok()?;
+        rx.recv_timeout(Duration::from_secs(10)).ok().flatten()
+    }
+}
+
+impl Drop for OurClient {
+    fn drop(&mut self) {
+        self.req.take();
+        if let Some(t) = self.thread.take() {
+            if let Ok(Err(e)) = t.join() {
+                eprintln!("our client ended with: {e}");
+            }
+        }
+    }
+}
+
+/// A plasma fractal: smooth gradients the server classifies as photographic.
+fn plasma(dir: &Path, name: &str, size: &str, seed: u32) -> String {
+    let f = dir.join(name);
+    let ok = Command::new("convert")
+        .args(["-seed", &seed.to_string(), "-size", size, "plasma:"])
+        .arg(&f)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "convert plasma failed");
+    f.to_str().unwrap().to_string()
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls until our client's picture equals the X server's; returns when it did.
+fn wait_exact(client: &OurClient, x: &X, dir: &Path, secs: u64) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    loop {
+        let (w, h, want) = x.pixels(dir);
+        let shot = client.shot().ok_or("our client has no picture")?;
+        let d = if (shot.0, shot.1) == (w, h) {
+            differing(&shot.2, &want)
+        } else {
+            usize::MAX
+        };
+        if d == 0 {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            if let Ok(d) = std::env::var("LL_DEBUG_DIR") {
+                let mut f = format!("P6\n{w} {h}\n255\n").into_bytes();
+                f.extend_from_slice(&shot.2);
+                let _ = std::fs::write(Path::new(&d).join("client.ppm"), f);
+                let mut f = format!("P6\n{w} {h}\n255\n").into_bytes();
+                f.extend_from_slice(&want);
+                let _ = std::fs::write(Path::new(&d).join("server.ppm"), f);
+            }
+            return Err(format!(
+                "{d} pixels still differ after {secs} s (PSNR {:.1} dB), within {:?}",
+                psnr(&shot.2, &want),
+                diff_box(&shot.2, &want, w)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The served screen as spicy shows it on `viewer`: found by the served root colour
+/// `root` (a colour spicy's own widgets do not use) at the screen's top-left corner.
+fn spicy_view(viewer: &X, dir: &Path, root: [u8; 3], sw: u32, sh: u32) -> Option<Vec<u8>> {
+    let (vw, vh, view) = viewer.pixels(dir);
+    let i = view.chunks(3).position(|p| p == root)?;
+    let (ox, oy) = (i as u32 % vw, i as u32 / vw);
+    (ox + sw <= vw && oy + sh <= vh).then(|| crop(&view, vw, ox, oy, sw, sh))
+}
+
+const ROOT: [u8; 3] = [0x20, 0x60, 0x30];
+const ROOT_HEX: &str = "#206030";
+
+/// On a 4 Mbit/s link a photo appears as JPEG; once it stays still, both spice-gtk
+/// (spicy, its window captured on a second Xvfb) and our client show the X server's
+/// exact pixels, and the refine's bytes are counted.
+#[test]
+fn wan_jpeg_photo_becomes_exact_in_spicy_and_our_client() {
+    if skip_without(&[
+        "Xvfb", "xdpyinfo", "xsetroot", "import", "display", "convert", "xdotool", "spicy", "ip",
+        "tc", "env",
+    ]) {
+        return;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: network namespaces need root");
+        return;
+    }
+    let net = match Net::new(1, "4mbit") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sw, sh) = (640, 480);
+    let mut served = X::start(170..=179, sw, sh);
+    assert!(served.run("xsetroot", &["-solid", ROOT_HEX]));
+    let port = 6010;
+    let srv = serve(
+        Some(net.srv.clone()),
+        &served.name,
+        config(&net.srv_ip, port),
+    );
+
+    let ours = OurClient::connect(Some(net.cli.clone()), &net.srv_ip, port);
+    let mut viewer = X::start(180..=189, 1024, 768);
+    let spicy = Command::new("ip")
+        .args(["netns", "exec", &net.cli, "env"])
+        .arg(format!("DISPLAY={}", viewer.name))
+        .args(["spicy", "-h", &net.srv_ip, "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn spicy");
+    viewer.kids.push(Proc(spicy));
+    assert!(viewer.wait_window("spice display"), "spicy did not open");
+    wait_for("both clients' first frames", 30, || {
+        ours.shot().is_some() && spicy_view(&viewer, dir.path(), ROOT, sw, sh).is_some()
+    });
+    let t = srv.stats.stats().net_test.expect("bandwidth test");
+    assert!(t.wan, "4 Mbit/s link not seen as WAN: {t:?}");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let before = srv.stats.stats();
+    let img = plasma(dir.path(), "photo.png", "400x300", 7);
+    served.spawn("display", &["-title", "photo", "-geometry", "+60+50", &img]);
+    assert!(served.wait_window("photo"), "display did not map");
+    wait_for("the photo as JPEG", 20, || {
+        srv.stats.stats().jpeg_images > before.jpeg_images
+    });
+    // Right after the JPEG our client shows it lossy (informative: it may be in flight).
+    std::thread::sleep(Duration::from_millis(150));
+    let (_, _, want) = served.pixels(dir.path());
+    if let Some(s) = ours.shot() {
+        eprintln!(
+            "our client just after the JPEG: PSNR {:.1} dB",
+            psnr(&s.2, &want)
+        );
+    }
+
+    let took = wait_exact(&ours, &served, dir.path(), 30).expect("our client exact");
+    let st = srv.stats.stats();
+    assert!(
+        st.refine_images > before.refine_images,
+        "exact without a refine? {st:?}"
+    );
+    // spicy shows the same exact pixels.
+    let t0 = Instant::now();
+    let spicy_diff = loop {
+        let (_, _, want) = served.pixels(dir.path());
+        let d = spicy_view(&viewer, dir.path(), ROOT, sw, sh)
+            .map_or(usize::MAX, |v| differing(&v, &want));
+        if d == 0 || t0.elapsed() > Duration::from_secs(15) {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let st = srv.stats.stats();
+    eprintln!(
+        "WAN photo 400x300: {} JPEG image(s); exact in our client {:.0} ms after the JPEG; \
+         refine: {} image(s), {} B; display channel {} B for the photo and refine \
+         (both clients)",
+        st.jpeg_images - before.jpeg_images,
+        took.as_secs_f64() * 1000.0,
+        st.refine_images - before.refine_images,
+        st.refine_bytes - before.refine_bytes,
+        st.display_bytes_out - before.display_bytes_out
+    );
+    assert_eq!(spicy_diff, 0, "spicy's view is not exact after the refine");
+    // Still: nothing more is refined (no loop).
+    let settled = srv.stats.stats();
+    std::thread::sleep(Duration::from_secs(2));
+    let later = srv.stats.stats();
+    assert_eq!(
+        (later.refine_images, later.refine_bytes),
+        (settled.refine_images, settled.refine_bytes),
+        "refines continue on a still screen"
+    );
+}
+
+/// A video stream on a 1 Mbit/s link, stopped: its last frame was JPEG; STREAM_DESTROY
+/// is followed by a lossless redraw, and our client's picture ends exact.
+#[test]
+fn ended_video_stream_on_wan_becomes_exact() {
+    if skip_without(&[
+        "Xvfb", "xdpyinfo", "xsetroot", "import", "animate", "convert", "xdotool", "ip", "tc",
+    ]) {
+        return;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: network namespaces need root");
+        return;
+    }
+    let net = match Net::new(2, "2mbit") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut served = X::start(170..=179, 640, 480);
+    assert!(served.run("xsetroot", &["-solid", ROOT_HEX]));
+    let port = 6012;
+    let srv = serve(
+        Some(net.srv.clone()),
+        &served.name,
+        config(&net.srv_ip, port),
+    );
+    let ours = OurClient::connect(Some(net.cli.clone()), &net.srv_ip, port);
+    wait_for("our client's first frame", 30, || ours.shot().is_some());
+
+    // A video stream, stopped: its last frame was JPEG; the end redraws it exactly.
+    let frames: Vec<String> = (0..6)
+        .map(|i| plasma(dir.path(), &format!("f{i}.png"), "240x180", i + 1))
+        .collect();
+    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "video"];
+    args.extend(frames.iter().map(String::as_str));
+    served.spawn("animate", &args);
+    assert!(served.wait_window("video"), "animate did not map");
+    wait_for("a video stream", 40, || {
+        srv.stats.stats().video_frames >= 10
+    });
+    let pid = served.kids.last().unwrap().0.id().to_string();
+    assert!(served.run("kill", &["-STOP", &pid]));
+    let mid = srv.stats.stats();
+    let took = wait_exact(&ours, &served, dir.path(), 30).expect("exact after the stream");
+    let st = srv.stats.stats();
+    assert!(st.net_test.is_some_and(|t| t.wan), "{st:?}");
+    eprintln!(
+        "stopped video 240x180 on 2 Mbit/s: exact after {:.0} ms; lossless redraws {} image(s), {} B",
+        took.as_secs_f64() * 1000.0,
+        st.refine_images - mid.refine_images,
+        st.refine_bytes - mid.refine_bytes
+    );
+    assert!(st.refine_images > mid.refine_images, "{st:?}");
+    let _ = served.run("kill", &["-CONT", &pid]);
+}
+
+/// An in-memory screen the test draws on and reports events for.
+#[derive(Default)]
+struct Screen {
+    w: u32,
+    h: u32,
+    /// BGRX rows.
+    px: Vec<u8>,
+    events: Vec<SourceEvent>,
+}
+
+impl Screen {
+    fn rgb(&self) -> Vec<u8> {
+        self.px.chunks(4).flat_map(|p| [p[2], p[1], p[0]]).collect()
+    }
+
+    fn fill(&mut self, r: Rect, f: impl Fn(u32, u32) -> [u8; 3]) {
+        for y in r.y..r.bottom() {
+            for x in r.x..r.right() {
+                let o = ((y * self.w + x) * 4) as usize;
+                let [red, g, b] = f(x - r.x, y - r.y);
+                self.px[o..o + 4].copy_from_slice(&[b, g, red, 0xff]);
+            }
+        }
+    }
+
+    fn copy(&mut self, src: Rect, dx: u32, dy: u32) {
+        let old = self.px.clone();
+        for y in 0..src.h {
+            let s = (((src.y + y) * self.w + src.x) * 4) as usize;
+            let d = (((dy + y) * self.w + dx) * 4) as usize;
+            let n = src.w as usize * 4;
+            self.px[d..d + n].copy_from_slice(&old[s..s + n]);
+        }
+    }
+}
+
+struct FakeScreen(std::sync::Arc<std::sync::Mutex<Screen>>);
+
+impl DisplaySource for FakeScreen {
+    fn size(&self) -> (u32, u32) {
+        let s = self.0.lock().unwrap();
+        (s.w, s.h)
+    }
+    fn capture(&mut self, a: Rect, out: &mut Vec<u8>) -> Result<(), DisplayError> {
+        let s = self.0.lock().unwrap();
+        if a.right() > s.w || a.bottom() > s.h {
+            return Err(DisplayError::OutOfBounds {
+                area: a,
+                width: s.w,
+                height: s.h,
+            });
+        }
+        out.clear();
+        for y in a.y..a.bottom() {
+            let o = ((y * s.w + a.x) * 4) as usize;
+            out.extend_from_slice(&s.px[o..o + a.w as usize * 4]);
+        }
+        Ok(())
+    }
+    fn capture_full(&mut self) -> Result<Frame, DisplayError> {
+        let s = self.0.lock().unwrap();
+        Ok(Frame {
+            width: s.w,
+            height: s.h,
+            stride: s.w as usize * 4,
+            data: s.px.clone(),
+        })
+    }
+    fn next_events(&mut self, timeout: Duration) -> Result<Vec<SourceEvent>, DisplayError> {
+        let t0 = Instant::now();
+        loop {
+            let ev = std::mem::take(&mut self.0.lock().unwrap().events);
+            if !ev.is_empty() || t0.elapsed() >= timeout {
+                return Ok(ev);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    fn key(&mut self, _: u32, _: bool) -> Result<(), DisplayError> {
+        Ok(())
+    }
+    fn pointer_abs(&mut self, _: u32, _: u32, _: u32) -> Result<(), DisplayError> {
+        Ok(())
+    }
+    fn pointer_rel(&mut self, _: i32, _: i32, _: u32) -> Result<(), DisplayError> {
+        Ok(())
+    }
+    fn button(&mut self, _: u8, _: bool) -> Result<(), DisplayError> {
+        Ok(())
+    }
+    fn resize(&mut self, _: u32, _: u32) -> Result<(), DisplayError> {
+        Err(DisplayError::Unsupported("resize".into()))
+    }
+    fn set_clipboard(&mut self, _: &str, _: &[u8]) -> Result<(), DisplayError> {
+        Ok(())
+    }
+}
+
+/// A photo-like patch: smooth diagonal gradients with a little deterministic grain.
+fn photo_px(x: u32, y: u32) -> [u8; 3] {
+    let grain = ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 13) % 7;
+    [
+        (40 + x + y / 2 + grain) as u8,
+        (90 + y + grain) as u8,
+        (200 - x / 2 + grain) as u8,
+    ]
+}
+
+/// COPY_BITS of a lossy area carries its lossiness: a photo sent as JPEG (forced on
+/// loopback) is moved right after, the client copies the lossy pixels, and the refine
+/// at the destination makes the picture exact. Driven by an in-memory source, so the
+/// move is a real COPY_BITS every time.
+#[test]
+fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
+    let (w, h) = (320u32, 240u32);
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(Screen {
+        w,
+        h,
+        px: [0x80u8, 0x80, 0x80, 0xff].repeat((w * h) as usize),
+        events: Vec::new(),
+    }));
+    let port = 6013;
+    let srv = serve_source(
+        Box::new(FakeScreen(screen.clone())),
+        Config {
+            jpeg_wan_compression: WanCompression::Always,
+            ..config("127.0.0.1", port)
+        },
+    );
+    let ours = OurClient::connect(None, "127.0.0.1", port);
+    wait_for("our client's first frame", 20, || ours.shot().is_some());
+    let count = |t: u16| {
+        ours.shot().map_or(0, |s| {
+            s.3.iter()
+                .filter(|(m, _)| *m == t)
+                .map(|(_, n)| *n)
+                .sum::<u64>()
+        })
+    };
+    use spice_proto::consts::msg::display::{COPY_BITS, DRAW_COPY};
+    let draws0 = count(DRAW_COPY);
+
+    let before = srv.stats.stats();
+    let patch = Rect::new(10, 10, 120, 90);
+    {
+        let mut s = screen.lock().unwrap();
+        s.fill(patch, photo_px);
+        s.events.push(SourceEvent::Damage(vec![patch]));
+    }
+    wait_for("the patch as JPEG", 10, || {
+        srv.stats.stats().jpeg_images > before.jpeg_images && count(DRAW_COPY) > draws0
+    });
+    // Move it right away: far from its old place; the old place becomes grey again.
+    let (dx, dy) = (180, 130);
+    {
+        let mut s = screen.lock().unwrap();
+        s.copy(patch, dx, dy);
+        s.fill(patch, |_, _| [0x80, 0x80, 0x80]);
+        s.events.push(SourceEvent::CopyRect {
+            src: patch,
+            dst_x: dx,
+            dst_y: dy,
+        });
+        s.events.push(SourceEvent::Damage(vec![patch]));
+    }
+    wait_for("the COPY_BITS", 10, || count(COPY_BITS) >= 1);
+    let want = screen.lock().unwrap().rgb();
+    let moved = ours.shot().expect("picture");
+    let dst = crop(&moved.2, w, dx, dy, patch.w, patch.h);
+    let p = psnr(&dst, &crop(&want, w, dx, dy, patch.w, patch.h));
+    eprintln!("moved JPEG patch right after COPY_BITS: PSNR {p:.1} dB");
+    let t0 = Instant::now();
+    loop {
+        let s = ours.shot().expect("picture");
+        let d = differing(&s.2, &want);
+        if d == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{d} pixels differ, within {:?}; {:?}",
+            diff_box(&s.2, &want, w),
+            srv.stats.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = srv.stats.stats();
+    eprintln!(
+        "exact {:.0} ms after the move; refine {} image(s), {} B",
+        t0.elapsed().as_secs_f64() * 1000.0,
+        st.refine_images - before.refine_images,
+        st.refine_bytes - before.refine_bytes
+    );
+    assert!(
+        p.is_finite(),
+        "the copied pixels were already exact: no JPEG?"
+    );
+    assert!(st.refine_images > before.refine_images, "{st:?}");
+    // The refine covered the destination, not the (now grey, lossless) source area:
+    // one patch worth of pixels at most, well under the raw size.
+    assert!(
+        st.refine_bytes - before.refine_bytes < u64::from(patch.w * patch.h) * 4,
+        "{st:?}"
+    );
+}
+
+/// A new client on a 4 Mbit/s link gets a photographic screen's first frame as JPEG; a
+/// headless capture with our client library (what `coop view --screenshot --wait-ms
+/// 1500` does) that waits past the settle time gets the refined, exact screen.
+/// spicy-screenshot saves the first frame it draws, so it shows the JPEG (printed).
+#[test]
+fn headless_capture_after_the_refine_is_exact_on_wan() {
+    if skip_without(&[
+        "Xvfb", "xdpyinfo", "import", "display", "convert", "ip", "tc",
+    ]) {
+        return;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP: network namespaces need root");
+        return;
+    }
+    let net = match Net::new(3, "4mbit") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut served = X::start(170..=179, 640, 480);
+    assert!(served.run("xsetroot", &["-solid", ROOT_HEX]));
+    let img = plasma(dir.path(), "photo.png", "600x440", 5);
+    served.spawn("display", &["-title", "photo", "-geometry", "+20+20", &img]);
+    assert!(served.wait_window("photo"), "display did not map");
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, _, want) = served.pixels(dir.path());
+    let port = 6014;
+    let srv = serve(
+        Some(net.srv.clone()),
+        &served.name,
+        config(&net.srv_ip, port),
+    );
+
+    if have("spicy-screenshot") {
+        let out = dir.path().join("first.ppm");
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.cli,
+                "timeout",
+                "30",
+                "spicy-screenshot",
+            ])
+            .args(["-h", &net.srv_ip, "-p", &port.to_string(), "-o"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if let (true, Some((_, _, got))) = (ok, read_ppm(&out)) {
+            eprintln!(
+                "spicy-screenshot (first frame) on WAN: PSNR {:.1} dB",
+                psnr(&got, &want)
+            );
+        }
+    }
+    let before = srv.stats.stats();
+    let capture = |quiet_ms: u64| -> (Vec<u8>, Duration) {
+        let cli = net.cli.clone();
+        let host = net.srv_ip.clone();
+        std::thread::spawn(move || {
+            enter(&cli).expect("enter the client namespace");
+            let opts = spice_client::headless::CaptureOptions {
+                quiet: Duration::from_millis(quiet_ms),
+                settle: Duration::from_millis(quiet_ms * 5).max(Duration::from_secs(1)),
+                timeout: Duration::from_secs(30),
+            };
+            let c =
+                spice_client::headless::capture(spice_client::ClientConfig::new(host, port), &opts)
+                    .expect("headless capture");
+            (c.screen.to_rgb8(), c.complete)
+        })
+        .join()
+        .expect("capture thread")
+    };
+    let (quick, quick_t) = capture(300);
+    let mid = srv.stats.stats();
+    let (waited, waited_t) = capture(1500);
+    let st = srv.stats.stats();
+    eprintln!(
+        "headless capture on WAN: wait 300 ms → PSNR {:.1} dB in {:.0} ms; wait 1500 ms → \
+         {} differing pixels in {:.0} ms; display bytes: first capture {} B, second {} B of \
+         which refine {} image(s) {} B",
+        psnr(&quick, &want),
+        quick_t.as_secs_f64() * 1000.0,
+        differing(&waited, &want),
+        waited_t.as_secs_f64() * 1000.0,
+        mid.display_bytes_out - before.display_bytes_out,
+        st.display_bytes_out - mid.display_bytes_out,
+        st.refine_images - mid.refine_images,
+        st.refine_bytes - mid.refine_bytes
+    );
+    assert!(st.net_test.is_some_and(|t| t.wan), "{st:?}");
+    assert!(
+        mid.jpeg_images > before.jpeg_images && st.jpeg_images > mid.jpeg_images,
+        "the first frames were not JPEG: {st:?}"
+    );
+    assert!(st.refine_images > mid.refine_images, "{st:?}");
+    assert_eq!(
+        differing(&waited, &want),
+        0,
+        "capture after the refine not exact"
+    );
+}
