@@ -16,7 +16,16 @@ pub struct CaptureOptions {
     pub settle: Duration,
     /// Give up after this long.
     pub timeout: Duration,
+    /// When lossy images (JPEG, video frames) were drawn, wait for this quiet period
+    /// instead, if longer: coop's server re-sends a lossy area losslessly about 0.4 s
+    /// after it stops changing (slow links), and a picture taken earlier would keep
+    /// the JPEG's artefacts. `None` treats lossy updates like any other.
+    pub lossy_quiet: Option<Duration>,
 }
+
+/// The default [`CaptureOptions::lossy_quiet`]: longer than coop's refine settle time
+/// (400 ms) plus its refine pass interval (100 ms), with margin for a slow link.
+pub const LOSSY_QUIET: Duration = Duration::from_millis(700);
 
 impl Default for CaptureOptions {
     fn default() -> Self {
@@ -24,6 +33,7 @@ impl Default for CaptureOptions {
             quiet: Duration::from_millis(300),
             settle: Duration::from_millis(1500),
             timeout: Duration::from_secs(30),
+            lossy_quiet: Some(LOSSY_QUIET),
         }
     }
 }
@@ -44,6 +54,17 @@ pub struct Capture {
     pub display_messages: Vec<(u16, u64)>,
 }
 
+/// Whether anything lossy reached the screen: JPEG images or M-JPEG stream frames.
+fn drew_lossy(s: &Session) -> bool {
+    use spice_proto::consts::{image_type, msg};
+    s.image_counts()
+        .iter()
+        .any(|(t, n)| *n > 0 && (*t == image_type::JPEG || *t == image_type::JPEG_ALPHA))
+        || s.display_message_counts()
+            .iter()
+            .any(|(t, n)| *n > 0 && *t == msg::display::STREAM_DATA)
+}
+
 /// Connects, waits for a complete picture and returns it.
 pub fn capture(cfg: ClientConfig, opts: &CaptureOptions) -> Result<Capture, ClientError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -60,6 +81,14 @@ pub fn capture(cfg: ClientConfig, opts: &CaptureOptions) -> Result<Capture, Clie
         let left = opts.timeout.saturating_sub(start.elapsed());
         s.wait_display_complete(opts.quiet, opts.settle, left)
             .await?;
+        if let Some(lq) = opts.lossy_quiet.filter(|lq| *lq > opts.quiet) {
+            if drew_lossy(&s) {
+                // `settle` counts from MARK: leave room for the refine to arrive.
+                let left = opts.timeout.saturating_sub(start.elapsed());
+                s.wait_display_complete(lq, opts.settle + lq * 4, left)
+                    .await?;
+            }
+        }
         let screen = s
             .screen()
             .ok_or_else(|| ClientError::Server("no primary surface".into()))?;

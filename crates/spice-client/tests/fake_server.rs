@@ -43,6 +43,7 @@ fn opts() -> CaptureOptions {
         quiet: Duration::from_millis(150),
         settle: Duration::from_secs(2),
         timeout: Duration::from_secs(5),
+        lossy_quiet: None,
     }
 }
 

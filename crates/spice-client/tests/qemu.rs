@@ -23,6 +23,7 @@ fn seabios_screen_matches_spicy_screenshot() {
         quiet: Duration::from_millis(300),
         settle: Duration::from_millis(1000),
         timeout: Duration::from_secs(30),
+        lossy_quiet: None,
     };
     let reference = dir.path().join("root.ppm");
     // The text cursor blinks, so both pictures are taken until they catch the

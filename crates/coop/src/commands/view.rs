@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use spice_client::{capture, CaptureOptions, ClientConfig, ClientError};
 
+/// `--wait-ms` when not given.
+const DEFAULT_WAIT_MS: u64 = 300;
+
 /// Exit status when the server refuses the password.
 const EXIT_AUTH: u8 = 2;
 
@@ -31,9 +34,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     screenshot: Option<PathBuf>,
     /// Quiet period (ms) after the server's MARK with no display update before
-    /// the picture counts as complete.
-    #[arg(long, value_name = "N", default_value_t = 300)]
-    wait_ms: u64,
+    /// the picture counts as complete [default: 300, or 700 once JPEG was drawn, to
+    /// catch the server's lossless re-send].
+    #[arg(long, value_name = "N")]
+    wait_ms: Option<u64>,
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -164,12 +168,19 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         cfg.preferred_compression = Some(compression(c)?);
     }
     cfg.all_channels = false;
+    let wait_ms = a.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
     let opts = CaptureOptions {
-        quiet: Duration::from_millis(a.wait_ms),
+        quiet: Duration::from_millis(wait_ms),
         // A screen that never stops changing (a blinking cursor) is taken
         // after a few quiet periods' worth of time.
-        settle: Duration::from_millis(a.wait_ms.saturating_mul(5).max(1000)),
+        settle: Duration::from_millis(wait_ms.saturating_mul(5).max(1000)),
         timeout: Duration::from_secs(a.timeout),
+        // An explicit --wait-ms is taken as meant; by default a picture with JPEG in it
+        // waits for the server's lossless re-send.
+        lossy_quiet: a
+            .wait_ms
+            .is_none()
+            .then_some(spice_client::headless::LOSSY_QUIET),
     };
     let t0 = Instant::now();
     let shot = match capture(cfg, &opts) {
