@@ -342,11 +342,11 @@ impl X11Source {
             move_hints: Vec::new(),
             configured: Vec::new(),
         };
-        if src.find_moves {
-            if let Err(e) = src.track_windows() {
-                // Scrolls are still found from the pixels; only window-move hints are lost.
-                warn!(display = %src.display, error = %e, "cannot track top-level windows");
-            }
+        // Tracked even when moves are not looked for: a moved window's new place is only
+        // learnt from its ConfigureNotify (see `configured`).
+        if let Err(e) = src.track_windows() {
+            warn!(display = %src.display, error = %e,
+                "cannot track top-level windows: moved windows may not reach clients");
         }
         if src.shm_usable {
             if let Err(e) = src.setup_shm() {
