@@ -144,3 +144,23 @@ fn bad_rule_is_named_and_nothing_attached() {
         .unwrap_err();
     assert!(e.to_string().contains("\"q 1:1 r\""), "{e}");
 }
+
+#[test]
+fn verifier_rejection_carries_its_log() {
+    if !nix::unistd::geteuid().is_root() || !devices_bpf::supported() {
+        eprintln!("SKIP: not root or no cgroup device BPF");
+        return;
+    }
+    // `exit` with r0 never written: the verifier must refuse it and say why.
+    let bad = [devices_bpf::Insn {
+        code: 0x95,
+        regs: 0,
+        off: 0,
+        imm: 0,
+    }];
+    let e = devices_bpf::load(&bad, Path::new("/sys/fs/cgroup/x")).unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("/sys/fs/cgroup/x") && s.contains("verifier log"), "{s}");
+    assert!(s.contains("R0"), "{s}");
+    assert!(s.len() < 6000, "log is bounded: {} bytes", s.len());
+}
