@@ -160,7 +160,10 @@ fn verifier_rejection_carries_its_log() {
     }];
     let e = devices_bpf::load(&bad, Path::new("/sys/fs/cgroup/x")).unwrap_err();
     let s = e.to_string();
-    assert!(s.contains("/sys/fs/cgroup/x") && s.contains("verifier log"), "{s}");
+    assert!(
+        s.contains("/sys/fs/cgroup/x") && s.contains("verifier log"),
+        "{s}"
+    );
     assert!(s.contains("R0"), "{s}");
     assert!(s.len() < 6000, "log is bounded: {} bytes", s.len());
 }
