@@ -167,3 +167,47 @@ fn verifier_rejection_carries_its_log() {
     assert!(s.contains("R0"), "{s}");
     assert!(s.len() < 6000, "log is bounded: {} bytes", s.len());
 }
+
+#[test]
+fn container_default_style_rules_mknod_anywhere_open_listed() {
+    let Some(cg) = setup("deflt") else { return };
+    // The shape of coop-container's default list: mknod of any char/block device, use of
+    // a few listed nodes and every pty (136:*).
+    let rules = [
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 136:* rwm",
+        "c 10:229 rwm",
+    ];
+    devices_bpf::apply(&cg.0, &rules).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, b) = (tmp.path().join("c"), tmp.path().join("b"));
+    let mk_c = || {
+        mknod(
+            &c,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            makedev(1, 8),
+        )
+        .map_err(std::io::Error::from)
+    };
+    let mk_b = || {
+        mknod(
+            &b,
+            SFlag::S_IFBLK,
+            Mode::from_bits_truncate(0o600),
+            makedev(7, 200),
+        )
+        .map_err(std::io::Error::from)
+    };
+    let (nw, fr) = (open_w("/dev/null"), open_r("/dev/full"));
+    let got = probe_in_child(&cg.0, &[&mk_c, &mk_b, &nw, &fr]);
+    let eperm = libc::EPERM as u8;
+    assert_eq!(
+        got,
+        vec![0, 0, 0, eperm],
+        "mknod c, mknod b, null w, full r"
+    );
+}
