@@ -480,9 +480,10 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Deny every device, then allow each rule ("c 1:3 rwm", "b 8:* r", "a"). v1 only: with
-    /// no v1 devices hierarchy but a cgroup2 one this logs a warning and returns Ok, because
-    /// the eBPF device filter v2 needs is not implemented.
+    /// Deny every device, then allow each rule ("c 1:3 rwm", "b 8:* r", "a"). With a v1
+    /// devices hierarchy this writes devices.deny/devices.allow; otherwise, with a cgroup2
+    /// hierarchy, it attaches an eBPF device filter built from the same rules to this
+    /// cgroup's cgroup2 directory (see [`crate::devices_bpf`]).
     pub fn deny_devices_except(&self, allow: &[&str]) -> Result<(), CgroupError> {
         let rel = self.relp()?;
         for rule in allow {
@@ -496,11 +497,8 @@ impl Cgroup {
             }
             return Ok(());
         }
-        if self.h.unified_mount().is_some() {
-            tracing::warn!(
-                rel = %self.raw,
-                "cgroup v2 device filter (eBPF) is not implemented: devices are NOT restricted"
-            );
+        if let Some(dir) = self.unified_path() {
+            crate::devices_bpf::apply(&dir, allow)?;
             return Ok(());
         }
         Err(CgroupError::Unavailable {

@@ -63,4 +63,6 @@ pub enum CgroupError {
     NotCgroupFs { path: PathBuf },
     #[error("cannot send SIGKILL to pid {pid}: {errno}")]
     Kill { pid: i32, errno: nix::errno::Errno },
+    #[error(transparent)]
+    DeviceFilter(#[from] crate::devices_bpf::DeviceFilterError),
 }

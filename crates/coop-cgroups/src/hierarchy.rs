@@ -164,8 +164,8 @@ impl Hierarchy {
 
     /// Controller name → whether this crate can enforce it on this host, in a fixed order:
     /// cpu, cpuset, memory, pids, blkio (named "io" when served by v2), devices, freezer.
-    /// `devices` is false on a v2-served host because the eBPF device filter is not
-    /// implemented; `freezer` counts cgroup v2's built-in `cgroup.freeze` (kernel ≥ 5.2).
+    /// `devices` on a host without v1 devices is served by a cgroup2 eBPF device filter when
+    /// the kernel loads one (probed once); `freezer` counts cgroup v2's built-in `cgroup.freeze` (kernel ≥ 5.2).
     pub fn controllers(&self) -> Vec<(String, bool)> {
         let mut out = Vec::new();
         for c in ["cpu", "cpuset", "memory", "pids"] {
@@ -176,7 +176,9 @@ impl Hierarchy {
         } else {
             out.push(("io".into(), self.place_root("io").is_some()));
         }
-        out.push(("devices".into(), self.v1.contains_key("devices")));
+        let devices = self.v1.contains_key("devices")
+            || (self.unified.is_some() && crate::devices_bpf::supported());
+        out.push(("devices".into(), devices));
         let freezer =
             self.v1.contains_key("freezer") || (self.unified.is_some() && kernel_at_least(5, 2));
         out.push(("freezer".into(), freezer));
@@ -396,7 +398,7 @@ mod tests {
         assert!(ctl["cpu"]);
         assert!(!ctl["cpuset"]);
         assert!(!ctl["io"]);
-        assert!(!ctl["devices"]);
+        assert_eq!(ctl["devices"], crate::devices_bpf::supported());
         assert_eq!(h.place_root("cpuacct"), Some(Place::V2(dir.path().into())));
 
         let h1 = Hierarchy::v1_at(dir.path());

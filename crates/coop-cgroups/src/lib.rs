@@ -9,10 +9,12 @@
 //! named `systemd` v1 hierarchy, and processes are added there too: a container running
 //! systemd as PID 1 inside a cgroup namespace needs to own its subtree there.
 //!
-//! Not implemented: the cgroup v2 device filter (an eBPF program);
-//! [`Cgroup::deny_devices_except`] only warns on a host without v1 `devices`.
+//! Device rules go to v1 `devices.deny`/`devices.allow` when a v1 devices hierarchy exists,
+//! otherwise to a cgroup v2 eBPF device filter ([`devices_bpf`]) attached to the
+//! container's cgroup2 directory.
 
 mod cgroup;
+pub mod devices_bpf;
 mod error;
 mod fsutil;
 mod hierarchy;

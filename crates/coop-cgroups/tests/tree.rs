@@ -299,8 +299,11 @@ fn v2_procs_freeze_devices() {
     cg.thaw().unwrap();
     assert_eq!(read(&root.join("coop/c1/cgroup.freeze")), "0");
 
-    // No eBPF filter: accepted, nothing written; bad rules still refused.
-    cg.deny_devices_except(&["c 1:3 rwm"]).unwrap();
+    // v2 devices go to an eBPF filter; a plain directory is no cgroup to attach it to (or
+    // the load is refused when not root): an error naming the directory, nothing written.
+    let e = cg.deny_devices_except(&["c 1:3 rwm"]).unwrap_err();
+    assert!(matches!(e, CgroupError::DeviceFilter(_)), "{e}");
+    assert!(e.to_string().contains("coop/c1"), "{e}");
     assert!(!root.join("coop/c1/devices.deny").exists());
     assert!(cg.deny_devices_except(&["c 1:3 rwx"]).is_err());
 
