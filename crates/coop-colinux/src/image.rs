@@ -152,10 +152,10 @@ fn write_file(root: &Path, rel: &str, data: &[u8], mode: u32) -> Result<(), Coli
 }
 
 const BOOT_UNIT: &str = "[Unit]\n\
-Description=coop coLinux boot hook (hostfs shares)\n\
+Description=coop coLinux boot hook (interface names, hostfs shares)\n\
 DefaultDependencies=no\n\
 After=local-fs.target\n\
-Before=sysinit.target\n\n\
+Before=sysinit.target systemd-networkd.service\n\n\
 [Service]\n\
 Type=oneshot\n\
 ExecStart=/sbin/coop-guest-agent --boot\n\

@@ -95,14 +95,52 @@ pub fn info(store: &Store, name: &str) -> Result<Info> {
         info.ips = addresses(st.init_pid);
         let attached: Option<coop_net::Attached> =
             st.net.clone().and_then(|v| serde_json::from_value(v).ok());
+        let attached_guest = attached.clone();
         info.interfaces = match attached {
             Some(a) => coop_net::iface_stats_attached(&a).unwrap_or_default(),
             None => coop_net::iface_stats(st.init_pid).unwrap_or_default(),
         };
+        if st.kind.as_deref() == Some("colinux") {
+            if let Some(a) = &attached_guest {
+                guest_leases(store, a, &mut info);
+            }
+        }
         info.spice = st.spice;
         info.spice_password_required = st.spice_password;
     }
     Ok(info)
+}
+
+/// A coLinux guest's addresses are inside its own kernel, out of the host's sight; what
+/// the host knows is which address coop's DHCP server handed to each guest MAC. Those
+/// go into `ips` and onto the interface of the guest's host side, once the guest has
+/// actually taken them.
+fn guest_leases(store: &Store, a: &coop_net::Attached, info: &mut Info) {
+    let Ok(net) = store.net() else { return };
+    for i in &a.ifaces {
+        let (Some(network), Some(mac)) = (&i.network, &i.hwaddr) else {
+            continue;
+        };
+        let Some(ip) = net.dhcp_bound(network, mac) else {
+            continue;
+        };
+        let ip = ip.to_string();
+        if !info.ips.contains(&ip) {
+            info.ips.push(ip.clone());
+        }
+        let prefix = i
+            .ipv4
+            .as_deref()
+            .and_then(|c| c.split_once('/'))
+            .map(|(_, p)| p)
+            .unwrap_or("32");
+        if let Some(s) = info.interfaces.iter_mut().find(|s| s.name == i.name) {
+            let cidr = format!("{ip}/{prefix}");
+            if !s.addresses.contains(&cidr) {
+                s.addresses.push(cidr);
+            }
+        }
+    }
 }
 
 fn is_frozen(cg: &Cgroup) -> bool {

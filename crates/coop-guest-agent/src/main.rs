@@ -162,11 +162,104 @@ fn parse_net_dev(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Names the network interfaces and mounts the hostfs shares; errors are reported and
-/// the rest still done.
+/// Whether udevd will run in this guest: its binary is there and its unit not masked.
+fn udev_will_run() -> bool {
+    let installed = [
+        "/lib/systemd/systemd-udevd",
+        "/usr/lib/systemd/systemd-udevd",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    let masked = fs::read_link("/etc/systemd/system/systemd-udevd.service")
+        .is_ok_and(|t| t == Path::new("/dev/null"));
+    installed && !masked
+}
+
+/// The line udev's database keeps for a device it has processed: `I:` and the
+/// CLOCK_MONOTONIC microseconds of that moment.
+fn udev_db_entry(now_usec: u64) -> String {
+    format!("I:{now_usec}\n")
+}
+
+fn monotonic_usec() -> u64 {
+    // SAFETY: timespec is plain data that clock_gettime fills in.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts
+    };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
+}
+
+fn ifindex(sock: &OwnedFd, name: &str) -> Option<i32> {
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: ifreq is plain data; the name is shorter than IFNAMSIZ and stays
+    // NUL-terminated in the zeroed array; the kernel fills in ifru_ifindex.
+    unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, b) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut ifr) != 0 {
+            return None;
+        }
+        Some(ifr.ifr_ifru.ifru_ifindex)
+    }
+}
+
+/// Marks every network interface as processed by udev when the guest runs systemd but
+/// no udev (the debian template masks udev: its coldplug of every device costs seconds
+/// of a UML boot, and nothing in a UML guest needs its rules).
+///
+/// systemd-networkd configures a link only once udev has "initialized" it, that is once
+/// `/run/udev/data/n<ifindex>` exists — unless /sys is read-only, its sign of a container
+/// without udev. UML's /sys is writable, so without this entry networkd leaves eth0
+/// "pending" forever and the guest gets no DHCP lease. The boot unit runs before
+/// systemd-networkd, so networkd finds the entries when it first lists the links. Where
+/// udevd runs it writes these files itself; there we leave them alone.
+fn mark_links_initialized() -> usize {
+    let systemd_booted = Path::new("/run/systemd/system").is_dir();
+    if !systemd_booted || !is_mountpoint("/run") || udev_will_run() {
+        return 0;
+    }
+    let dir = Path::new("/run/udev/data");
+    if let Err(e) = fs::create_dir_all(dir) {
+        eprintln!("coop-guest-agent: cannot create {}: {e}", dir.display());
+        return 1;
+    }
+    // SAFETY: plain socket creation; the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return 1;
+    }
+    // SAFETY: fd was just returned by socket() and is not owned elsewhere.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let entry = udev_db_entry(monotonic_usec());
+    let mut failed = 0;
+    for name in interfaces() {
+        let Some(idx) = ifindex(&sock, &name) else {
+            continue;
+        };
+        let path = dir.join(format!("n{idx}"));
+        if path.exists() {
+            continue;
+        }
+        if let Err(e) = fs::write(&path, &entry) {
+            eprintln!("coop-guest-agent: cannot write {}: {e}", path.display());
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// Names the network interfaces, marks them ready for systemd-networkd and mounts the
+/// hostfs shares; errors are reported and the rest still done.
 fn boot() -> i32 {
     ensure_proc();
     let mut failed = rename_vector_ifaces();
+    failed += mark_links_initialized();
     for arg in cmdline().split_whitespace() {
         let Some(v) = arg.strip_prefix("coop.share=") else {
             continue;

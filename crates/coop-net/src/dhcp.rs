@@ -56,6 +56,20 @@ fn hosts_text(leases: &[Lease]) -> String {
     text
 }
 
+/// The address dnsmasq's lease file (`EXPIRY MAC IP HOST CLIENT-ID` per line) shows
+/// bound to `mac`, compared without regard to case.
+pub(crate) fn bound_in(leases_file: &str, mac: &str) -> Option<std::net::Ipv4Addr> {
+    leases_file.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_expiry, m, ip) = (f.next()?, f.next()?, f.next()?);
+        if m.eq_ignore_ascii_case(mac) {
+            ip.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
 /// The pid of our running dnsmasq for `net`, verified through its command line (a stale
 /// pid file may name a reused pid).
 pub(crate) fn running_pid(run_dir: &Path, net: &str) -> Option<i32> {
@@ -167,4 +181,26 @@ pub(crate) fn stop(run_dir: &Path, net: &str) -> Result<(), NetError> {
         let _ = fs::remove_file(p);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_lease_found_by_mac() {
+        let f = "1795724641 d6:9b:98:c1:fa:10 10.77.1.2 gn-deb1 ff:da:d2\n\
+                 1795724700 02:00:00:00:00:01 10.77.1.3 * *\n\
+                 garbage\n";
+        assert_eq!(
+            bound_in(f, "D6:9B:98:C1:FA:10"),
+            Some("10.77.1.2".parse().unwrap())
+        );
+        assert_eq!(
+            bound_in(f, "02:00:00:00:00:01"),
+            Some("10.77.1.3".parse().unwrap())
+        );
+        assert_eq!(bound_in(f, "02:00:00:00:00:02"), None);
+        assert_eq!(bound_in("", "02:00:00:00:00:02"), None);
+    }
 }

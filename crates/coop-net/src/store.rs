@@ -275,6 +275,16 @@ impl NetStore {
         write_json(&self.leases_path(net), &l)
     }
 
+    /// The address coop's DHCP server on `net` has handed to the interface with MAC
+    /// `hwaddr`, if it has (from dnsmasq's lease file). For a guest kernel (coLinux) this
+    /// is the only host-side sign that the guest took its lease: its addresses live in
+    /// the guest, not in any host namespace.
+    pub fn dhcp_bound(&self, net: &str, hwaddr: &str) -> Option<std::net::Ipv4Addr> {
+        let f = crate::dhcp::files(&self.run_dir(), net);
+        let text = fs::read_to_string(&f.leases).ok()?;
+        crate::dhcp::bound_in(&text, hwaddr)
+    }
+
     /// Active published ports of all containers.
     pub fn ports(&self) -> Result<Vec<PortRule>, NetError> {
         read_json(&self.ports_path())

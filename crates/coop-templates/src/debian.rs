@@ -54,12 +54,27 @@ pub(crate) fn check_mirror(m: &str) -> Result<(), TemplateError> {
 /// Packages added to the variant: systemd as /sbin/init, and (from bookworm on, where it is
 /// a package of its own) systemd-resolved so that DHCP-supplied DNS servers reach resolv.conf.
 /// resolved needs a system bus, and debootstrap does not pick a provider for an alternative
-/// dependency by itself, so dbus is named too.
+/// dependency by itself, so dbus is named too. kmod (modprobe, 0.1 MB; its library is
+/// already there for systemd): a coLinux guest gets the UML kernel's modules in
+/// /lib/modules, and without kmod it can load none of them and systemd's
+/// kmod-static-nodes.service fails (exec of /bin/kmod), leaving the guest "degraded".
 fn includes(release: &str) -> &'static str {
     match release {
-        "stretch" | "buster" | "bullseye" | "oldoldstable" => "systemd-sysv,dbus",
-        _ => "systemd-sysv,dbus,systemd-resolved",
+        "stretch" | "buster" | "bullseye" | "oldoldstable" => "systemd-sysv,dbus,kmod",
+        _ => "systemd-sysv,dbus,systemd-resolved,kmod",
     }
+}
+
+/// The cache entry's name: release, variant, architecture and a digest of the package
+/// list, so that a tree built with an older list is not reused for a newer one (it would
+/// lack the packages added since; a new entry is built beside it).
+pub fn cache_key(release: &str, variant: &str, arch: &str) -> String {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in includes(release).bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{release}-{variant}-{arch}-{h:08x}")
 }
 
 pub(crate) fn create(
@@ -114,7 +129,7 @@ pub(crate) fn ensure_cache(
 ) -> Result<PathBuf, TemplateError> {
     let base = cache_dir.join("debian");
     fs::create_dir_all(&base).map_err(|e| TemplateError::io("cannot create cache", &base, e))?;
-    let key = format!("{}-{}-{arch}", opts.release, opts.variant);
+    let key = cache_key(&opts.release, &opts.variant, arch);
     let done = base.join(&key);
     let dir =
         fs::File::open(&base).map_err(|e| TemplateError::io("cannot open cache", &base, e))?;

@@ -23,6 +23,7 @@ mod tarball;
 
 use std::path::{Path, PathBuf};
 
+pub use debian::cache_key as debian_cache_key;
 pub use password::{generate_password, hash_password, hash_password_with_salt, verify_password};
 pub use tarball::{detect_init, unpack, Compression, InitKind};
 

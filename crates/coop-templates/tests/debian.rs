@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use coop_templates::{
-    create, detect_init, parse_template, verify_password, InitKind, Progress, Request,
+    create, debian_cache_key, detect_init, parse_template, verify_password, InitKind, Progress,
+    Request,
 };
 
 mod common;
@@ -76,7 +77,10 @@ fn debian_bookworm_minbase() {
     assert!(!out.password_generated);
     assert_eq!(detect_init(&r1).unwrap(), InitKind::Systemd);
     let arch = dpkg_arch();
-    let entry = cache.join(format!("debian/bookworm-minbase-{}", arch.trim()));
+    let entry = cache.join(format!(
+        "debian/{}",
+        debian_cache_key("bookworm", "minbase", arch.trim())
+    ));
     assert!(entry.join("usr/bin").is_dir(), "{}", entry.display());
     let leftovers: Vec<_> = fs::read_dir(cache.join("debian"))
         .unwrap()
@@ -200,8 +204,8 @@ fn failed_debootstrap_leaves_no_cache_entry() {
     // A build left behind by a killed run is cleared away too.
     let arch = dpkg_arch();
     let stale = cache.join(format!(
-        "debian/.tmp-bookworm-minbase-{}-1-deadbeef",
-        arch.trim()
+        "debian/.tmp-{}-1-deadbeef",
+        debian_cache_key("bookworm", "minbase", arch.trim())
     ));
     fs::create_dir_all(stale.join("etc")).unwrap();
     // Nothing listens on the discard port of the loopback address: debootstrap fails at once.
@@ -243,7 +247,10 @@ fn configures_a_copy_of_the_cache() {
     let t = tempfile::tempdir().unwrap();
     let cache = t.path().join("cache");
     let arch = dpkg_arch();
-    let entry = cache.join(format!("debian/testing-minbase-{}", arch.trim()));
+    let entry = cache.join(format!(
+        "debian/{}",
+        debian_cache_key("testing", "minbase", arch.trim())
+    ));
     let units = entry.join("usr/lib/systemd/system");
     fs::create_dir_all(&units).unwrap();
     fs::create_dir_all(entry.join("usr/sbin")).unwrap();
