@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -39,35 +39,6 @@ fn prerequisites() -> bool {
         return false;
     }
     true
-}
-
-/// `coop attach -n NAME -- ARGS` until `ready` accepts its output. Panics after `limit`.
-fn attach_when(
-    c: &Coop,
-    name: &str,
-    args: &[&str],
-    limit: Duration,
-    ready: impl Fn(&Output) -> bool,
-) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        let out = c
-            .cmd()
-            .args(["attach", "-n", name, "--"])
-            .args(args)
-            .output()
-            .unwrap();
-        if ready(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "coop attach {name} -- {args:?} never got ready: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A 10.77.X.0/24 (this test's range) that no route of this host uses.
