@@ -196,7 +196,10 @@ const PROBES: &[Probe] = &[
 
 /// User rule sets and the probe results they must give, in PROBES order:
 /// null r, null w, zero r, full r, full w, urandom r, tun r, mknod c 1:8, mknod b 7:200.
-fn scenarios() -> Vec<(&'static str, Vec<(DeviceOp, &'static str)>, [bool; 9])> {
+/// A scenario: name, user rules, expected probe results.
+type Scenario = (&'static str, Vec<(DeviceOp, &'static str)>, [bool; 9]);
+
+fn scenarios() -> Vec<Scenario> {
     vec![
         (
             "default",
