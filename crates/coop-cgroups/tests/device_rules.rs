@@ -341,3 +341,47 @@ fn v1_kernel_composition_equals_device_policy() {
     let list = fs::read_to_string(mount.join(g.0.rel()).join("devices.list")).unwrap();
     assert_eq!(list.trim(), "a *:* rwm");
 }
+
+/// A fake v1 tree (plain files): every rule is parsed before anything is written, and the
+/// user's rules are written after the default list, in canonical single-space form.
+#[test]
+fn v1_fake_tree_parses_all_first_and_writes_user_rules_last() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("devices/dk1");
+    fs::create_dir_all(&dir).unwrap();
+    for f in ["devices.allow", "devices.deny"] {
+        fs::write(dir.join(f), "").unwrap();
+    }
+    let cg = Cgroup::new(&Hierarchy::v1_at(t.path()), "dk1");
+    let e = cg
+        .set_device_rules(DEFAULT, &[(Allow, "c 10:200 rwm"), (Deny, "c 1:3 rwz")])
+        .unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("devices.deny") && s.contains("\"c 1:3 rwz\""),
+        "{s}"
+    );
+    assert_eq!(fs::read_to_string(dir.join("devices.deny")).unwrap(), "");
+    assert_eq!(fs::read_to_string(dir.join("devices.allow")).unwrap(), "");
+
+    let notes = cg
+        .set_device_rules(DEFAULT, &[(Deny, "c  1:3   rwm"), (Allow, "c 10:200 wr")])
+        .unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    // Each write replaces a plain file's content: the last rule of each kind remains.
+    assert_eq!(
+        fs::read_to_string(dir.join("devices.deny")).unwrap(),
+        "c 1:3 rwm"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("devices.allow")).unwrap(),
+        "c 10:200 rw"
+    );
+
+    // A deny that cannot cut into a wider allow is reported back.
+    let notes = cg
+        .set_device_rules(&["c *:* rwm"], &[(Deny, "c 1:3 rwm")])
+        .unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("c 1:3 rwm has no effect"), "{}", notes[0]);
+}
