@@ -89,12 +89,13 @@ enum Probe {
 }
 
 impl Probe {
-    fn run(self, tmp: &Path, i: usize) -> std::io::Result<()> {
+    /// `node` is where a mknod probe creates its node (made before the fork).
+    fn run(self, node: &Path) -> std::io::Result<()> {
         match self {
             Probe::Read(p) => OpenOptions::new().read(true).open(p).map(drop),
             Probe::Write(p) => OpenOptions::new().write(true).open(p).map(drop),
             Probe::Mknod(kind, maj, min) => mknod(
-                &tmp.join(format!("n{i}")),
+                node,
                 kind,
                 Mode::from_bits_truncate(0o600),
                 makedev(maj, min),
@@ -138,27 +139,35 @@ impl Probe {
 /// probe: true when permitted. Any errno other than EPERM fails the test.
 fn probe_in_child(procs: &[PathBuf], probes: &[Probe]) -> Vec<bool> {
     let tmp = tempfile::tempdir().unwrap();
+    // Everything the child needs is allocated before the fork: other test threads may hold
+    // the allocator's lock at that moment.
+    let nodes: Vec<PathBuf> = (0..probes.len())
+        .map(|i| tmp.path().join(format!("n{i}")))
+        .collect();
+    let mut out: Vec<u8> = Vec::with_capacity(probes.len());
     let (rd, wr) = nix::unistd::pipe().unwrap();
-    // SAFETY: the test process forks; the child only does syscalls and plain Rust and exits
-    // right away, without returning into the test harness.
+    // SAFETY: the child only makes syscalls on data prepared above (short paths go through
+    // stack buffers, `out` has its capacity) and leaves with _exit, never returning into
+    // the test harness.
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             drop(rd);
             for p in procs {
                 if fs::write(p, "0").is_err() {
-                    std::process::exit(99);
+                    // SAFETY: _exit ends the forked child without running the parent's
+                    // atexit handlers or destructors.
+                    unsafe { libc::_exit(99) };
                 }
             }
-            let out: Vec<u8> = probes
-                .iter()
-                .enumerate()
-                .map(|(i, p)| match p.run(tmp.path(), i) {
+            for (p, node) in probes.iter().zip(&nodes) {
+                out.push(match p.run(node) {
                     Ok(()) => 0,
                     Err(e) => e.raw_os_error().unwrap_or(255).min(255) as u8,
-                })
-                .collect();
+                });
+            }
             let _ = nix::unistd::write(&wr, &out);
-            std::process::exit(0);
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
         }
         ForkResult::Parent { child } => {
             drop(wr);
