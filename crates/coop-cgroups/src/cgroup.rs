@@ -9,6 +9,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::devices::{DeviceOp, DevicePolicy, DeviceRule, DeviceRuleError};
 use crate::error::CgroupError;
 use crate::fsutil::{mkdir, read_opt, read_small, write_file};
 use crate::hierarchy::{read_controllers, Hierarchy, Place};
@@ -480,26 +481,63 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Deny every device, then allow each rule ("c 1:3 rwm", "b 8:* r", "a"). With a v1
-    /// devices hierarchy this writes devices.deny/devices.allow; otherwise, with a cgroup2
-    /// hierarchy, it attaches an eBPF device filter built from the same rules to this
-    /// cgroup's cgroup2 directory (see [`crate::devices_bpf`]).
+    /// Deny every device, then allow each rule ("c 1:3 rwm", "b 8:* r", "a"): the same as
+    /// [`Cgroup::set_device_rules`] with no user rules.
     pub fn deny_devices_except(&self, allow: &[&str]) -> Result<(), CgroupError> {
+        self.set_device_rules(allow, &[]).map(drop)
+    }
+
+    /// Device access: deny every device, allow each rule of `base` (LXC's default list),
+    /// then apply `user`'s `devices.allow` / `devices.deny` rules in order (see
+    /// [`crate::devices`] for how they compose: `deny a` starts from nothing, `allow a`
+    /// allows everything, a deny removes an exactly matching allow).
+    ///
+    /// With a v1 devices hierarchy the rules are written, in that order, to the kernel's
+    /// devices.deny/devices.allow files; otherwise, with a cgroup2 hierarchy, the composed
+    /// policy becomes an eBPF device filter attached to this cgroup's cgroup2 directory (see
+    /// [`crate::devices_bpf`]). Every rule is parsed before anything is written. Returns
+    /// notes on rules that changed nothing (for the caller to warn about).
+    pub fn set_device_rules(
+        &self,
+        base: &[&str],
+        user: &[(DeviceOp, &str)],
+    ) -> Result<Vec<String>, CgroupError> {
         let rel = self.relp()?;
-        for rule in allow {
-            validate_device_rule(rule)?;
+        let bad_rule = |e: DeviceRuleError| CgroupError::InvalidValue {
+            what: e.key.clone().unwrap_or_else(|| "device rule".into()),
+            value: e.rule.clone(),
+            reason: e.reason.clone(),
+        };
+        let mut policy = DevicePolicy::allowing(base).map_err(bad_rule)?;
+        let mut notes = Vec::new();
+        let mut parsed = Vec::with_capacity(user.len());
+        for (op, value) in user {
+            let rule = DeviceRule::parse(value).map_err(|e| {
+                bad_rule(DeviceRuleError {
+                    key: Some(op.key().into()),
+                    ..e
+                })
+            })?;
+            notes.extend(policy.apply(*op, &rule));
+            parsed.push((*op, rule));
         }
         if let Some(m) = self.h.v1_mount("devices") {
+            // The kernel composes v1 rules the way DevicePolicy does: hand it the rules
+            // themselves so its own checks (a child never gets more than its parent) apply.
             let d = m.join(rel);
             write_file(&d.join("devices.deny"), "a")?;
-            for rule in allow {
+            for rule in base {
                 write_file(&d.join("devices.allow"), rule)?;
             }
-            return Ok(());
+            // Canonical text: the kernel's parser wants single spaces.
+            for (op, rule) in &parsed {
+                write_file(&d.join(op.key()), &rule.to_string())?;
+            }
+            return Ok(notes);
         }
         if let Some(dir) = self.unified_path() {
-            crate::devices_bpf::apply(&dir, allow)?;
-            return Ok(());
+            crate::devices_bpf::apply_policy(&dir, &policy)?;
+            return Ok(notes);
         }
         Err(CgroupError::Unavailable {
             controller: "devices".into(),
@@ -617,40 +655,6 @@ fn validate_cpuset(s: &str) -> Result<(), CgroupError> {
         }
     }
     Ok(())
-}
-
-/// "a", "c 1:3 rwm", "b *:* m": the v1 devices.allow syntax.
-fn validate_device_rule(rule: &str) -> Result<(), CgroupError> {
-    let bad = |reason: &str| CgroupError::InvalidValue {
-        what: "device rule".into(),
-        value: rule.to_string(),
-        reason: reason.into(),
-    };
-    let parts: Vec<&str> = rule.split_whitespace().collect();
-    match parts.as_slice() {
-        ["a"] => Ok(()),
-        [t, mm, access] => {
-            if !matches!(*t, "a" | "b" | "c") {
-                return Err(bad("type must be a, b or c"));
-            }
-            let num_ok =
-                |n: &str| n == "*" || (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            match mm.split_once(':') {
-                Some((maj, min)) if num_ok(maj) && num_ok(min) => {}
-                _ => return Err(bad("expected major:minor, each a number or *")),
-            }
-            let mut seen = BTreeSet::new();
-            if access.is_empty()
-                || !access
-                    .chars()
-                    .all(|c| matches!(c, 'r' | 'w' | 'm') && seen.insert(c))
-            {
-                return Err(bad("access must be letters of rwm, each once"));
-            }
-            Ok(())
-        }
-        _ => Err(bad("expected \"a\" or \"<a|b|c> <major>:<minor> <rwm>\"")),
-    }
 }
 
 pub(crate) fn parse_pids(path: &Path, text: &str) -> Result<Vec<i32>, CgroupError> {

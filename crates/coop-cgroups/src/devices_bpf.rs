@@ -1,7 +1,9 @@
 //! cgroup v2 device filter: an eBPF program of type `BPF_PROG_TYPE_CGROUP_DEVICE` built
-//! from the same allow-list rules as v1 `devices.allow` ("a", "c 1:3 rwm", "b *:* m"),
-//! loaded with `bpf(BPF_PROG_LOAD)` and attached to a cgroup2 directory with
-//! `bpf(BPF_PROG_ATTACH)`. Default deny: a device access passes only if one rule matches.
+//! from a composed [`DevicePolicy`] (or a plain allow list in the v1 `devices.allow` syntax:
+//! "a", "c 1:3 rwm", "b *:* m"), loaded with `bpf(BPF_PROG_LOAD)` and attached to a
+//! cgroup2 directory with `bpf(BPF_PROG_ATTACH)`. On a deny-all policy an access passes
+//! only if an allow exception grants it; on an allow-all policy it passes unless a deny
+//! exception refuses part of it.
 //!
 //! The program reads `struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; }`
 //! where `access_type = (access << 16) | dev_type`, and returns 1 (allow) or 0 (deny).
@@ -19,18 +21,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub use crate::devices::{parse_rules, DeviceRule};
+use crate::devices::{DevicePolicy, DeviceRuleError, ACC_ALL};
+
 // Constants from <linux/bpf.h>; the libc crate does not export these (only SYS_bpf).
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_MULTI: u32 = 2;
-/// `bpf_cgroup_dev_ctx` device types and access bits.
-const DEV_BLOCK: i32 = 1;
-const DEV_CHAR: i32 = 2;
-const ACC_MKNOD: i32 = 1;
-const ACC_READ: i32 = 2;
-const ACC_WRITE: i32 = 4;
 /// Verifier log kept on a failed load; longer logs are cut (the tail is rarely needed).
 const LOG_SIZE: usize = 64 * 1024;
 const LOG_SHOWN: usize = 4096;
@@ -39,8 +38,8 @@ const LICENSE: &str = "Apache-2.0 OR MIT";
 /// Errors of the device filter; each names the rule or cgroup and the failing step.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceFilterError {
-    #[error("invalid device rule {rule:?}: {reason}")]
-    BadRule { rule: String, reason: String },
+    #[error(transparent)]
+    BadRule(#[from] DeviceRuleError),
     #[error("cannot load the device filter BPF program for {}: {source}{}", path.display(),
         if log.is_empty() { String::new() } else { format!("; verifier log:\n{log}") })]
     Load {
@@ -58,78 +57,6 @@ pub enum DeviceFilterError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// One parsed allow rule; `None` fields are wildcards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceRule {
-    /// `DEV_BLOCK` or `DEV_CHAR`; `None` for type `a`.
-    dev_type: Option<i32>,
-    major: Option<i32>,
-    minor: Option<i32>,
-    /// Subset of `ACC_*` bits.
-    access: i32,
-}
-
-impl DeviceRule {
-    /// Parse "a" or "<a|b|c> <major|*>:<minor|*> <rwm>".
-    pub fn parse(rule: &str) -> Result<Self, DeviceFilterError> {
-        let bad = |reason: &str| DeviceFilterError::BadRule {
-            rule: rule.to_string(),
-            reason: reason.into(),
-        };
-        let parts: Vec<&str> = rule.split_whitespace().collect();
-        let (t, mm, acc) = match parts.as_slice() {
-            ["a"] => ("a", "*:*", "rwm"),
-            [t, mm, acc] => (*t, *mm, *acc),
-            _ => return Err(bad("expected \"a\" or \"<a|b|c> <major>:<minor> <rwm>\"")),
-        };
-        let dev_type = match t {
-            "a" => None,
-            "b" => Some(DEV_BLOCK),
-            "c" => Some(DEV_CHAR),
-            _ => return Err(bad("type must be a, b or c")),
-        };
-        // Numbers are compared as 32-bit immediates, which the jump sign-extends: keep them
-        // below 2^31 (real majors are 12 bits, minors 20 bits).
-        let num = |n: &str| -> Result<Option<i32>, DeviceFilterError> {
-            if n == "*" {
-                return Ok(None);
-            }
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad("major and minor must be a number or *"));
-            }
-            n.parse::<i32>()
-                .map(Some)
-                .map_err(|_| bad("major or minor number too large"))
-        };
-        let (maj, min) = mm
-            .split_once(':')
-            .ok_or_else(|| bad("expected major:minor"))?;
-        let (major, minor) = (num(maj)?, num(min)?);
-        let mut access = 0;
-        for c in acc.chars() {
-            let bit = match c {
-                'r' => ACC_READ,
-                'w' => ACC_WRITE,
-                'm' => ACC_MKNOD,
-                _ => return Err(bad("access must be letters of rwm")),
-            };
-            if access & bit != 0 {
-                return Err(bad("access letter repeated"));
-            }
-            access |= bit;
-        }
-        if access == 0 {
-            return Err(bad("access must not be empty"));
-        }
-        Ok(DeviceRule {
-            dev_type,
-            major,
-            minor,
-            access,
-        })
-    }
 }
 
 /// One eBPF instruction in the kernel's 8-byte encoding (`struct bpf_insn`).
@@ -150,6 +77,7 @@ const ALU64_MOV_X: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
 const ALU64_AND_K: u8 = 0x57; // BPF_ALU64 | BPF_AND | BPF_K
 const ALU64_RSH_K: u8 = 0x77; // BPF_ALU64 | BPF_RSH | BPF_K
 const JMP_JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
+const JMP_JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JMP_EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 
 fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
@@ -193,6 +121,15 @@ fn jne_k(dst: u8, imm: i32) -> Insn {
         imm,
     }
 }
+/// `if dst == imm goto <patched later>`.
+fn jeq_k(dst: u8, imm: i32) -> Insn {
+    Insn {
+        code: JMP_JEQ_K,
+        regs: dst,
+        off: 0,
+        imm,
+    }
+}
 fn exit() -> Insn {
     Insn {
         code: JMP_EXIT,
@@ -202,10 +139,26 @@ fn exit() -> Insn {
     }
 }
 
-/// Assemble the filter: r2 = type, r3 = access, r4 = major, r5 = minor; then per rule a
-/// block of "if field differs, jump to the next block" followed by `return 1`; finally
-/// `return 0`.
+/// Assemble an allow-list filter: deny every device except those `rules` allow.
 pub fn assemble(rules: &[DeviceRule]) -> Vec<Insn> {
+    emit(rules, false)
+}
+
+/// Assemble the filter of a composed policy: its exceptions are allow rules on a deny-all
+/// policy and deny rules on an allow-all one. They all have the same polarity, so their
+/// order does not matter (see [`crate::devices`]).
+pub fn assemble_policy(policy: &DevicePolicy) -> Vec<Insn> {
+    emit(policy.exceptions(), policy.allows_by_default())
+}
+
+/// r2 = type, r3 = access, r4 = major, r5 = minor; then per exception a block of "if the
+/// request is outside it, jump to the next block" followed by `return <its verdict>`;
+/// finally `return <default>`.
+///
+/// An allow exception matches when every requested access bit is among its letters; a
+/// deny exception when any requested bit is (the v1 kernel's partial match), so opening
+/// /dev/null read-write is refused by `deny c 1:3 w`.
+fn emit(exceptions: &[DeviceRule], allow_by_default: bool) -> Vec<Insn> {
     let mut p = vec![
         ldx_w(2, 1, 0),
         alu_k(ALU64_AND_K, 2, 0xffff),
@@ -214,18 +167,25 @@ pub fn assemble(rules: &[DeviceRule]) -> Vec<Insn> {
         ldx_w(4, 1, 4),
         ldx_w(5, 1, 8),
     ];
-    for r in rules {
+    for r in exceptions {
         let mut jumps = Vec::new();
         if let Some(t) = r.dev_type {
             jumps.push(p.len());
             p.push(jne_k(2, t));
         }
-        if r.access != ACC_MKNOD | ACC_READ | ACC_WRITE {
-            // Any requested bit outside the rule's set fails the rule.
+        if r.access != ACC_ALL {
             p.push(mov_x(0, 3));
-            p.push(alu_k(ALU64_AND_K, 0, !r.access & 0x7));
-            jumps.push(p.len());
-            p.push(jne_k(0, 0));
+            if allow_by_default {
+                // Deny exception: no requested bit among its letters → not this one.
+                p.push(alu_k(ALU64_AND_K, 0, r.access));
+                jumps.push(p.len());
+                p.push(jeq_k(0, 0));
+            } else {
+                // Allow exception: any requested bit outside its letters → not this one.
+                p.push(alu_k(ALU64_AND_K, 0, !r.access & ACC_ALL));
+                jumps.push(p.len());
+                p.push(jne_k(0, 0));
+            }
         }
         if let Some(m) = r.major {
             jumps.push(p.len());
@@ -235,7 +195,7 @@ pub fn assemble(rules: &[DeviceRule]) -> Vec<Insn> {
             jumps.push(p.len());
             p.push(jne_k(5, m));
         }
-        p.push(mov_k(0, 1));
+        p.push(mov_k(0, i32::from(!allow_by_default)));
         p.push(exit());
         let next = p.len();
         for j in jumps {
@@ -243,14 +203,9 @@ pub fn assemble(rules: &[DeviceRule]) -> Vec<Insn> {
             p[j].off = (next - j - 1) as i16;
         }
     }
-    p.push(mov_k(0, 0));
+    p.push(mov_k(0, i32::from(allow_by_default)));
     p.push(exit());
     p
-}
-
-/// Parse every rule, naming the first bad one.
-pub fn parse_rules(allow: &[&str]) -> Result<Vec<DeviceRule>, DeviceFilterError> {
-    allow.iter().map(|r| DeviceRule::parse(r)).collect()
 }
 
 /// `bpf_attr` for BPF_PROG_LOAD, up to `expected_attach_type` (the kernel accepts a shorter
@@ -337,10 +292,15 @@ pub fn load(insns: &[Insn], cgroup: &Path) -> Result<OwnedFd, DeviceFilterError>
     }
 }
 
-/// Build, load and attach the filter for `allow` to the cgroup2 directory `cgroup`.
+/// Build, load and attach the allow-list filter for `allow` to the cgroup2 directory
+/// `cgroup` (deny all, then allow each rule).
 pub fn apply(cgroup: &Path, allow: &[&str]) -> Result<(), DeviceFilterError> {
-    let rules = parse_rules(allow)?;
-    let prog = load(&assemble(&rules), cgroup)?;
+    apply_policy(cgroup, &DevicePolicy::allowing(allow)?)
+}
+
+/// Build, load and attach the filter of a composed policy to the cgroup2 directory `cgroup`.
+pub fn apply_policy(cgroup: &Path, policy: &DevicePolicy) -> Result<(), DeviceFilterError> {
+    let prog = load(&assemble_policy(policy), cgroup)?;
     let dir = File::open(cgroup).map_err(|source| DeviceFilterError::OpenCgroup {
         path: cgroup.to_path_buf(),
         source,
@@ -367,7 +327,12 @@ pub fn apply(cgroup: &Path, allow: &[&str]) -> Result<(), DeviceFilterError> {
             source: std::io::Error::last_os_error(),
         });
     }
-    tracing::debug!(cgroup = %cgroup.display(), rules = allow.len(), "device filter attached");
+    tracing::debug!(
+        cgroup = %cgroup.display(),
+        allow_by_default = policy.allows_by_default(),
+        exceptions = policy.exceptions().len(),
+        "device filter attached"
+    );
     // `prog` is dropped here: the attachment keeps the program alive.
     Ok(())
 }
@@ -381,6 +346,107 @@ pub fn supported() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::{DevType, DeviceOp, ACC_MKNOD, ACC_WRITE};
+
+    /// Run a program of our instruction subset on one `bpf_cgroup_dev_ctx`, as the kernel
+    /// would: the reference for checking emitted programs without root.
+    fn run(p: &[Insn], ctx: [u32; 3]) -> u64 {
+        let mut r = [0u64; 11];
+        let mut pc = 0usize;
+        for _ in 0..10_000 {
+            let i = p[pc];
+            let (dst, src) = ((i.regs & 0xf) as usize, (i.regs >> 4) as usize);
+            let imm = i.imm as i64 as u64;
+            pc += 1;
+            match i.code {
+                LDX_MEM_W => {
+                    assert_eq!(src, 1, "loads only from the context");
+                    r[dst] = u64::from(ctx[(i.off / 4) as usize]);
+                }
+                ALU64_MOV_K => r[dst] = imm,
+                ALU64_MOV_X => r[dst] = r[src],
+                ALU64_AND_K => r[dst] &= imm,
+                ALU64_RSH_K => r[dst] >>= imm,
+                JMP_JNE_K if r[dst] != imm => pc += i.off as usize,
+                JMP_JEQ_K if r[dst] == imm => pc += i.off as usize,
+                JMP_JNE_K | JMP_JEQ_K => {}
+                JMP_EXIT => return r[0],
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+        }
+        panic!("program did not exit");
+    }
+
+    /// Compare the emitted program with [`DevicePolicy::permits`] on a grid of devices and
+    /// every non-empty access combination.
+    fn check_against_reference(policy: &DevicePolicy) {
+        let prog = assemble_policy(policy);
+        for (t, tc) in [(DevType::Block, 1u32), (DevType::Char, 2u32)] {
+            for major in [0u32, 1, 5, 7, 10, 136, 4095] {
+                for minor in [0u32, 1, 3, 5, 9, 200, 1 << 19] {
+                    for acc in 1u32..8 {
+                        let letters: String = [(2, 'r'), (4, 'w'), (1, 'm')]
+                            .iter()
+                            .filter(|(b, _)| acc & b != 0)
+                            .map(|(_, c)| *c)
+                            .collect();
+                        let want = policy.permits(t, major, minor, &letters);
+                        let got = run(&prog, [(acc << 16) | tc, major, minor]);
+                        assert_eq!(
+                            got,
+                            u64::from(want),
+                            "{t:?} {major}:{minor} {letters} under {policy:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn programs_agree_with_the_reference_semantics() {
+        let default = [
+            "c *:* m",
+            "b *:* m",
+            "c 1:3 rwm",
+            "c 1:5 rwm",
+            "c 1:9 rwm",
+            "c 136:* rwm",
+        ];
+        let mut cases = vec![
+            DevicePolicy::deny_all(),
+            DevicePolicy::allowing(&default).unwrap(),
+            DevicePolicy::allowing(&["a"]).unwrap(),
+        ];
+        let seqs: &[&[(DeviceOp, &str)]] = &[
+            &[
+                (DeviceOp::Allow, "c 10:200 rw"),
+                (DeviceOp::Deny, "c 1:3 rwm"),
+            ],
+            &[(DeviceOp::Deny, "c 1:5 w"), (DeviceOp::Allow, "b 7:* r")],
+            &[
+                (DeviceOp::Allow, "a"),
+                (DeviceOp::Deny, "c 1:3 w"),
+                (DeviceOp::Deny, "b *:* m"),
+            ],
+            &[
+                (DeviceOp::Allow, "a"),
+                (DeviceOp::Deny, "c *:* rwm"),
+                (DeviceOp::Allow, "c *:* r"),
+            ],
+            &[(DeviceOp::Deny, "a"), (DeviceOp::Allow, "c 1:9 rwm")],
+        ];
+        for seq in seqs {
+            let mut p = DevicePolicy::allowing(&default).unwrap();
+            for (op, v) in *seq {
+                p.apply_str(*op, v).unwrap();
+            }
+            cases.push(p);
+        }
+        for p in &cases {
+            check_against_reference(p);
+        }
+    }
 
     #[test]
     fn program_shape_and_jumps_in_range() {

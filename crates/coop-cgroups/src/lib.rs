@@ -9,17 +9,20 @@
 //! named `systemd` v1 hierarchy, and processes are added there too: a container running
 //! systemd as PID 1 inside a cgroup namespace needs to own its subtree there.
 //!
-//! Device rules go to v1 `devices.deny`/`devices.allow` when a v1 devices hierarchy exists,
-//! otherwise to a cgroup v2 eBPF device filter ([`devices_bpf`]) attached to the
-//! container's cgroup2 directory.
+//! Device rules ([`devices`]: LXC's default list, then a config's `devices.allow` /
+//! `devices.deny` entries in order) go to v1 `devices.deny`/`devices.allow` when a v1
+//! devices hierarchy exists, otherwise to a cgroup v2 eBPF device filter ([`devices_bpf`])
+//! compiled from the composed policy and attached to the container's cgroup2 directory.
 
 mod cgroup;
+pub mod devices;
 pub mod devices_bpf;
 mod error;
 mod fsutil;
 mod hierarchy;
 
 pub use cgroup::{Cgroup, CPU_PERIOD_US};
+pub use devices::{DeviceOp, DevicePolicy, DeviceRule, DeviceRuleError};
 pub use error::CgroupError;
 pub use hierarchy::{Hierarchy, Layout, V1_CONTROLLERS};
 

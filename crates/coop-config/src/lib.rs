@@ -368,14 +368,14 @@ impl Config {
             _ => {
                 if let Some(rest) = key.strip_prefix("lxc.cgroup2.") {
                     check_cgroup_key(rest).map_err(bad)?;
-                    self.cgroup_v2.push((rest.to_string(), v.to_string()));
+                    push_cgroup_key(&mut self.cgroup_v2, rest, v).map_err(bad)?;
                 } else if let Some(rest) = key.strip_prefix("lxc.cgroup.") {
                     if rest == "dir" || rest.starts_with("dir.") || rest == "relative" {
                         self.warnings
                             .push(format!("{}: {key} is ignored by coop", e.origin));
                     } else {
                         check_cgroup_key(rest).map_err(bad)?;
-                        self.cgroup_v1.push((rest.to_string(), v.to_string()));
+                        push_cgroup_key(&mut self.cgroup_v1, rest, v).map_err(bad)?;
                     }
                 } else if let Some(rest) = key.strip_prefix("lxc.net.") {
                     check_net_key(rest).map_err(bad)?;
@@ -782,6 +782,26 @@ fn check_cgroup_key(rest: &str) -> Result<(), String> {
             "{rest:?} is not a cgroup file name like memory.limit_in_bytes"
         ))
     }
+}
+
+/// Record `lxc.cgroup[2].<rest> = v`. As in LXC, an empty value clears the earlier
+/// entries of that key. Device rules are parsed here so that a bad one is reported with its
+/// file and line (coop applies them at start: LXC's default list, then these in order).
+fn push_cgroup_key(list: &mut Vec<(String, String)>, rest: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        list.retain(|(k, _)| k != rest);
+        return Ok(());
+    }
+    if rest.starts_with("devices.") {
+        if coop_cgroups::DeviceOp::from_key(rest).is_none() {
+            return Err(format!(
+                "{rest:?}: only devices.allow and devices.deny can be set"
+            ));
+        }
+        coop_cgroups::DeviceRule::parse(v).map_err(|e| e.to_string())?;
+    }
+    list.push((rest.to_string(), v.to_string()));
+    Ok(())
 }
 
 fn check_net_key(rest: &str) -> Result<(), String> {

@@ -192,3 +192,72 @@ fn spice_password_file_key() {
         .to_string();
     assert!(e.contains("coop.display.spice.passwordfile"), "{e}");
 }
+
+#[test]
+fn device_rule_keys_are_checked_with_file_line_and_key() {
+    let c = Config::parse_str(
+        "d.conf",
+        "lxc.cgroup.devices.allow = c 10:200 rwm\n\
+         lxc.cgroup2.devices.deny = a\n\
+         lxc.cgroup2.devices.allow = c 1:9 rwm\n\
+         lxc.cgroup.devices.deny = c 1:3 w\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.cgroup_v1,
+        vec![
+            ("devices.allow".to_string(), "c 10:200 rwm".to_string()),
+            ("devices.deny".to_string(), "c 1:3 w".to_string()),
+        ]
+    );
+    assert_eq!(
+        c.cgroup_v2,
+        vec![
+            ("devices.deny".to_string(), "a".to_string()),
+            ("devices.allow".to_string(), "c 1:9 rwm".to_string()),
+        ]
+    );
+    for (text, want) in [
+        (
+            "lxc.cgroup.devices.allow = c 10:200 rwx\n",
+            "d.conf:1: lxc.cgroup.devices.allow: invalid device rule \"c 10:200 rwx\": access",
+        ),
+        (
+            "\nlxc.cgroup2.devices.deny = q 1:3 rwm\n",
+            "d.conf:2: lxc.cgroup2.devices.deny: invalid device rule \"q 1:3 rwm\": type",
+        ),
+        (
+            "lxc.cgroup2.devices.allow = /dev/fuse rwm\n",
+            "device paths are not supported",
+        ),
+        (
+            "lxc.cgroup.devices.list = a\n",
+            "d.conf:1: lxc.cgroup.devices.list: \"devices.list\": only devices.allow and devices.deny",
+        ),
+    ] {
+        let e = Config::parse_str("d.conf", text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn empty_cgroup_value_clears_that_key_as_in_lxc() {
+    let c = Config::parse_str(
+        "e.conf",
+        "lxc.cgroup2.devices.allow = c 1:9 rwm\n\
+         lxc.cgroup2.memory.max = 1G\n\
+         lxc.cgroup2.devices.allow = c 1:8 rwm\n\
+         lxc.cgroup2.devices.allow =\n\
+         lxc.cgroup2.devices.allow = c 10:200 rwm\n\
+         lxc.cgroup.devices.deny =\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.cgroup_v2,
+        vec![
+            ("memory.max".to_string(), "1G".to_string()),
+            ("devices.allow".to_string(), "c 10:200 rwm".to_string()),
+        ]
+    );
+    assert!(c.cgroup_v1.is_empty());
+}

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use coop_cgroups::{Cgroup, Hierarchy};
+use coop_cgroups::{Cgroup, DeviceOp, Hierarchy};
 use coop_config::{CgroupMode, Config};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{openpty, Winsize};
@@ -39,7 +39,8 @@ const DEFAULT_CAP_DROP: &[&str] = &[
     "sys_rawio",
 ];
 
-/// LXC's default device allow list (common.conf), for v1 device cgroups.
+/// LXC's default device allow list (common.conf): the start of every container's device
+/// rules, before the config's own `devices.allow`/`devices.deny` entries.
 pub const DEFAULT_DEVICES: &[&str] = &[
     "c *:* m",
     "b *:* m",
@@ -592,35 +593,60 @@ fn configure_cgroup(cg: &Cgroup, hier: &Hierarchy, config: &Config) -> Result<()
         pids: l.pids,
         cpuset: l.cpuset.clone(),
     })?;
-    let has_device_keys = config
-        .cgroup_v1
-        .iter()
-        .any(|(k, _)| k.starts_with("devices."));
-    if !has_device_keys {
-        cg.deny_devices_except(DEFAULT_DEVICES)?;
+    // Devices: LXC's default list, then the config's own rules in order (see
+    // coop_cgroups::devices), as v1 files or as a cgroup v2 eBPF filter.
+    let v1_devices = hier.v1_mount("devices").is_some();
+    let notes = cg.set_device_rules(DEFAULT_DEVICES, &device_rules(config, v1_devices))?;
+    for n in notes {
+        tracing::warn!("{n}");
     }
     let v1_host = matches!(
         hier.layout(),
         coop_cgroups::Layout::V1 | coop_cgroups::Layout::Hybrid
     );
     for (k, v) in &config.cgroup_v1 {
-        if v1_host {
+        if v1_host && !k.starts_with("devices.") {
             cg.set_v1(k, v)?;
         }
     }
     for (k, v) in &config.cgroup_v2 {
+        if k.starts_with("devices.") {
+            continue;
+        }
         // LXC configs carry both kinds; each applies only where its version runs.
-        if !v1_host || !k.starts_with("devices.") {
-            if let Err(e) = cg.set_v2(k, v) {
-                if v1_host {
-                    tracing::warn!("lxc.cgroup2.{k} ignored on this cgroup v1 host: {e}");
-                } else {
-                    return Err(e.into());
-                }
+        if let Err(e) = cg.set_v2(k, v) {
+            if v1_host {
+                tracing::warn!("lxc.cgroup2.{k} ignored on this cgroup v1 host: {e}");
+            } else {
+                return Err(e.into());
             }
         }
     }
     Ok(())
+}
+
+/// The config's device rules for this host, in file order: `lxc.cgroup.devices.*` where
+/// the v1 devices controller serves, `lxc.cgroup2.devices.*` where the eBPF filter does.
+/// A config with rules of only the other kind gets those (a v1-era config keeps its rules
+/// on a v2 host and the reverse); LXC's own configs carry both kinds, with the same rules.
+fn device_rules(config: &Config, v1_devices: bool) -> Vec<(DeviceOp, &str)> {
+    let (own, other) = if v1_devices {
+        (&config.cgroup_v1, &config.cgroup_v2)
+    } else {
+        (&config.cgroup_v2, &config.cgroup_v1)
+    };
+    let rules = pick_device_rules(own);
+    if rules.is_empty() {
+        pick_device_rules(other)
+    } else {
+        rules
+    }
+}
+
+fn pick_device_rules(list: &[(String, String)]) -> Vec<(DeviceOp, &str)> {
+    list.iter()
+        .filter_map(|(k, v)| DeviceOp::from_key(k).map(|op| (op, v.as_str())))
+        .collect()
 }
 
 fn write_id_maps(pid: Pid, config: &Config) -> Result<()> {
@@ -1345,5 +1371,37 @@ fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) {
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod device_rule_tests {
+    use super::*;
+
+    #[test]
+    fn rules_of_the_serving_version_else_the_other() {
+        let both = Config::parse_str(
+            "b.conf",
+            "lxc.cgroup.devices.allow = c 10:200 rwm\n\
+             lxc.cgroup2.devices.deny = c 1:3 rwm\n\
+             lxc.cgroup2.devices.allow = c 1:9 rw\n",
+        )
+        .unwrap();
+        assert_eq!(
+            device_rules(&both, true),
+            vec![(DeviceOp::Allow, "c 10:200 rwm")]
+        );
+        assert_eq!(
+            device_rules(&both, false),
+            vec![(DeviceOp::Deny, "c 1:3 rwm"), (DeviceOp::Allow, "c 1:9 rw")]
+        );
+        let v1_only = Config::parse_str("v1.conf", "lxc.cgroup.devices.deny = c 1:3 w\n").unwrap();
+        assert_eq!(
+            device_rules(&v1_only, false),
+            vec![(DeviceOp::Deny, "c 1:3 w")]
+        );
+        let none = Config::parse_str("n.conf", "lxc.cgroup2.memory.max = 1G\n").unwrap();
+        assert!(device_rules(&none, false).is_empty());
+        assert!(device_rules(&none, true).is_empty());
     }
 }
