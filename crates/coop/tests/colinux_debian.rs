@@ -7,31 +7,15 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn prerequisites() -> bool {
-    if !Path::new("/usr/bin/linux.uml").exists() {
-        eprintln!("SKIP: /usr/bin/linux.uml missing (package user-mode-linux)");
+    if !colinux_prerequisites() {
         return false;
     }
-    match std::env::var("COOP_GUEST_AGENT") {
-        Ok(p) if Path::new(&p).exists() => {}
-        _ => {
-            eprintln!(
-                "SKIP: COOP_GUEST_AGENT does not name a static coop-guest-agent (scripts/test.sh builds one)"
-            );
-            return false;
-        }
-    }
-    let debootstrap = Command::new("sh")
-        .args(["-c", "command -v debootstrap"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !debootstrap {
+    if !have("debootstrap") {
         // Without debootstrap the template can use only a cache built with the current
         // package list; whether that is there is the template's business, so ask for
         // the tool itself.
@@ -39,18 +23,6 @@ fn prerequisites() -> bool {
         return false;
     }
     true
-}
-
-/// A 10.77.X.0/24 (this test's range) that no route of this host uses.
-fn free_77_subnet() -> Option<(String, String)> {
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    (0..250u32)
-        .map(|i| (std::process::id() + i) % 250 + 1)
-        .find(|x| {
-            // /proc/net/route stores destinations as little-endian hex.
-            !routes.contains(&format!("00{x:02X}4D0A"))
-        })
-        .map(|x| (format!("10.77.{x}.1/24"), format!("10.77.{x}.")))
 }
 
 /// A free host port for the published port, from 47700–47799.
@@ -75,7 +47,7 @@ fn debian_guest_takes_its_dhcp_lease_serves_the_host_and_runs_clean() {
     if !need_root() || !prerequisites() {
         return;
     }
-    let Some((subnet, dotted)) = free_77_subnet() else {
+    let Some((subnet, dotted)) = free_subnet_in(77) else {
         eprintln!("SKIP: no free 10.77.x.0/24 subnet");
         return;
     };
@@ -119,17 +91,7 @@ fn debian_guest_takes_its_dhcp_lease_serves_the_host_and_runs_clean() {
     c.ok(&["start", "-n", &n]);
     // systemd settles: every unit that can start under UML did ("running"); a failed
     // unit ("degraded", e.g. kmod-static-nodes without kmod) fails the test below.
-    let out = attach_when(
-        &c,
-        &n,
-        &["systemctl", "is-system-running"],
-        Duration::from_secs(150),
-        |o| {
-            let s = String::from_utf8_lossy(&o.stdout);
-            s.trim() == "running" || s.trim() == "degraded"
-        },
-    );
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let state = wait_systemd_settled(&c, &n, Duration::from_secs(150));
     eprintln!("debian guest: start to systemd {state} {:?}", t.elapsed());
     let failed = c.ok(&[
         "attach",

@@ -10,19 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A 10.232.X.0/24 no route of this host uses (this test's range).
-fn free_232_subnet() -> Option<String> {
-    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    (0..250u32)
-        .map(|i| (std::process::id() + i) % 250 + 1)
-        .find(|x| {
-            // /proc/net/route stores destinations as little-endian hex.
-            let hex = format!("00{x:02X}E80A");
-            !routes.contains(&hex)
-        })
-        .map(|x| format!("10.232.{x}.1/24"))
-}
-
 /// A free SPICE port of this test's range, 5960–5969.
 fn free_spice_port() -> Option<u16> {
     (5960..=5969).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
@@ -44,7 +31,8 @@ fn x_program_in_a_colinux_guest_shows_in_spicy_screenshot() {
         eprintln!("SKIP: no {loader} to run the host's xsetroot in the guest");
         return;
     }
-    let (Some(subnet), Some(port)) = (free_232_subnet(), free_spice_port()) else {
+    let (Some(subnet), Some(port)) = (free_subnet_in(232).map(|(cidr, _)| cidr), free_spice_port())
+    else {
         eprintln!("SKIP: no free 10.232.x.0/24 subnet or SPICE port 5960-5969");
         return;
     };
@@ -199,17 +187,7 @@ fn debian_instance_boots_systemd_to_a_console_login() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "systemd");
     eprintln!("debian guest: start to a usable attach {:?}", t.elapsed());
-    let out = attach_when(
-        &c,
-        &n,
-        &["systemctl", "is-system-running"],
-        Duration::from_secs(120),
-        |o| {
-            let s = String::from_utf8_lossy(&o.stdout);
-            s.trim() == "running" || s.trim() == "degraded"
-        },
-    );
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let state = wait_systemd_settled(&c, &n, Duration::from_secs(120));
     eprintln!("debian guest: systemd {state} after {:?}", t.elapsed());
     let failed = c.attach_ok(&n, &["systemctl", "--failed", "--no-legend", "--plain"]);
     eprintln!("failed units: {failed:?}");

@@ -242,6 +242,33 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Asserts that remote-viewer moved from container `from` to `to` (name, SPICE port):
+/// within 10 s its channels link to `to` only and `from`'s server has no session left;
+/// `to`'s has one. `what` names the move in the messages.
+fn assert_viewer_moved(c: &Coop, what: &str, from: (&str, u16), to: (&str, u16)) {
+    assert!(
+        wait_for(Duration::from_secs(10), || connections_of(
+            "remote-viewer",
+            to.1
+        ) >= 3
+            && connections_of("remote-viewer", from.1) == 0),
+        "after {what} remote-viewer has {} connections to {} and {} to {}",
+        connections_of("remote-viewer", to.1),
+        to.0,
+        connections_of("remote-viewer", from.1),
+        from.0
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || c
+            .ok(&["spice", "status", "-n", from.0])
+            .contains("sessions=0")),
+        "{} still has a session",
+        from.0
+    );
+    let st = c.ok(&["spice", "status", "-n", to.0]);
+    assert!(st.contains("sessions=1"), "{}: {st}", to.0);
+}
+
 #[test]
 fn spice_handover_moves_remote_viewer_between_gui_containers() {
     if !need_root() || !need_tools(&["Xvfb", "xsetroot", "remote-viewer", "ss"]) {
@@ -302,25 +329,8 @@ fn spice_handover_moves_remote_viewer_between_gui_containers() {
 
     let out = c.ok(&["spice", "handover", "-n", a, "--to", "127.0.0.1:5994"]);
     assert!(out.contains("told 1 client(s)"), "{out}");
-    assert!(
-        wait_for(Duration::from_secs(10), || connections_of(
-            "remote-viewer",
-            5994
-        ) >= 3
-            && connections_of("remote-viewer", 5993) == 0),
-        "after the hand-over remote-viewer has {} connections to B and {} to A",
-        connections_of("remote-viewer", 5994),
-        connections_of("remote-viewer", 5993)
-    );
     // A is left with no client, B has it: ask their servers.
-    assert!(
-        wait_for(Duration::from_secs(10), || c
-            .ok(&["spice", "status", "-n", a])
-            .contains("sessions=0")),
-        "A still has a session"
-    );
-    let st = c.ok(&["spice", "status", "-n", b]);
-    assert!(st.contains("sessions=1"), "B: {st}");
+    assert_viewer_moved(&c, "the hand-over", (a, 5993), (b, 5994));
     // Back to A semi-seamlessly: A is told the session id to expect, remote-viewer
     // links to A while still on B, then B lets it go.
     let out = c.ok(&["spice", "handover", "-n", b, "--to-name", a]);
@@ -328,24 +338,7 @@ fn spice_handover_moves_remote_viewer_between_gui_containers() {
         out.contains("migrated=1 switched=0 lost=0"),
         "semi-seamless hand-over: {out}"
     );
-    assert!(
-        wait_for(Duration::from_secs(10), || connections_of(
-            "remote-viewer",
-            5993
-        ) >= 3
-            && connections_of("remote-viewer", 5994) == 0),
-        "after the migration remote-viewer has {} connections to A and {} to B",
-        connections_of("remote-viewer", 5993),
-        connections_of("remote-viewer", 5994)
-    );
-    assert!(
-        wait_for(Duration::from_secs(10), || c
-            .ok(&["spice", "status", "-n", b])
-            .contains("sessions=0")),
-        "B still has a session"
-    );
-    let st = c.ok(&["spice", "status", "-n", a]);
-    assert!(st.contains("sessions=1"), "A: {st}");
+    assert_viewer_moved(&c, "the migration", (b, 5994), (a, 5993));
     drop(xv);
     for n in [a, b] {
         c.ok(&["stop", "-k", "-n", n]);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{skip_without, Xvfb};
+use common::{link, skip_without, tcp, Xvfb};
 use spice_server::{ControlHandle, HandoverTarget, Server, Ticketing};
 
 struct Running {
@@ -38,6 +38,52 @@ async fn serve(display: &str, ticketing: Ticketing) -> Running {
         control: server.control_handle(),
         task: tokio::spawn(server.run()),
     }
+}
+
+/// Two X servers of `w`×`h` with solid roots `a_hex` and `b_hex`, each served without a
+/// password: (A's X, B's X, A, B).
+async fn two_servers(w: u32, h: u32, a_hex: &str, b_hex: &str) -> (Xvfb, Xvfb, Running, Running) {
+    let a_x = Xvfb::start(w, h);
+    let b_x = Xvfb::start(w, h);
+    assert!(a_x.run("xsetroot", &["-solid", a_hex]));
+    assert!(b_x.run("xsetroot", &["-solid", b_hex]));
+    let a = serve(&a_x.name, Ticketing::Disabled).await;
+    let b = serve(&b_x.name, Ticketing::Disabled).await;
+    (a_x, b_x, a, b)
+}
+
+/// A plain-port hand-over target on this host.
+fn target(port: u16) -> HandoverTarget {
+    HandoverTarget {
+        host: "127.0.0.1".into(),
+        port,
+        tls_port: 0,
+        cert_subject: None,
+    }
+}
+
+/// Waits (up to `limit`) until servers `a` and `b` hold `na` and `nb` sessions.
+async fn wait_sessions(limit: Duration, a: &Running, na: usize, b: &Running, nb: usize) -> bool {
+    wait_for(limit, || {
+        a.control.stats().sessions == na && b.control.stats().sessions == nb
+    })
+    .await
+}
+
+/// Asserts that remote-viewer's channels (at least 3) moved from port `from` to `to`
+/// within 10 s (ss).
+async fn assert_viewer_moved(from: u16, to: u16) {
+    assert!(
+        wait_for(Duration::from_secs(10), || connections_of(
+            "remote-viewer",
+            to
+        ) >= 3
+            && connections_of("remote-viewer", from) == 0)
+        .await,
+        "ss: remote-viewer has {} connections to the target and {} to the source",
+        connections_of("remote-viewer", to),
+        connections_of("remote-viewer", from)
+    );
 }
 
 /// Waits until `f` holds, up to `limit`.
@@ -88,12 +134,7 @@ async fn remote_viewer_and_our_client_follow_a_handover_to_another_server() {
     ]) {
         return;
     }
-    let a_x = Xvfb::start(640, 480);
-    let b_x = Xvfb::start(640, 480);
-    assert!(a_x.run("xsetroot", &["-solid", "#cc3311"]));
-    assert!(b_x.run("xsetroot", &["-solid", "#22aa55"]));
-    let a = serve(&a_x.name, Ticketing::Disabled).await;
-    let b = serve(&b_x.name, Ticketing::Disabled).await;
+    let (_a_x, _b_x, a, b) = two_servers(640, 480, "#cc3311", "#22aa55").await;
 
     // Our client on A sees A's colour.
     let mut cfg = spice_client::ClientConfig::new("127.0.0.1", a.port);
@@ -131,39 +172,17 @@ async fn remote_viewer_and_our_client_follow_a_handover_to_another_server() {
     );
 
     let t0 = Instant::now();
-    let told = a
-        .control
-        .handover(HandoverTarget {
-            host: "127.0.0.1".into(),
-            port: b.port,
-            tls_port: 0,
-            cert_subject: None,
-        })
-        .expect("handover");
+    let told = a.control.handover(target(b.port)).expect("handover");
     assert_eq!(told, 2, "both sessions were told to switch");
 
     // Both clients leave A for B by themselves, before A's grace period would close them.
     assert!(
-        wait_for(Duration::from_secs(4), || {
-            let (sa, sb) = (a.control.stats(), b.control.stats());
-            sa.sessions == 0 && sb.sessions == 2
-        })
-        .await,
+        wait_sessions(Duration::from_secs(4), &a, 0, &b, 2).await,
         "after the hand-over A has {} sessions and B {} (want 0 and 2)",
         a.control.stats().sessions,
         b.control.stats().sessions
     );
-    assert!(
-        wait_for(Duration::from_secs(10), || connections_of(
-            "remote-viewer",
-            b.port
-        ) >= 3
-            && connections_of("remote-viewer", a.port) == 0)
-        .await,
-        "ss: remote-viewer has {} connections to B and {} to A",
-        connections_of("remote-viewer", b.port),
-        connections_of("remote-viewer", a.port)
-    );
+    assert_viewer_moved(a.port, b.port).await;
     assert_eq!(ours.switches(), 1);
     assert_eq!(ours.server(), ("127.0.0.1".to_string(), b.port));
     assert!(
@@ -177,20 +196,10 @@ async fn remote_viewer_and_our_client_follow_a_handover_to_another_server() {
     );
     assert!(ours.error().is_none(), "{:?}", ours.error());
     // The hand-over is not a one-way trip: B can hand the clients back.
-    let told = b
-        .control
-        .handover(HandoverTarget {
-            host: "127.0.0.1".into(),
-            port: a.port,
-            tls_port: 0,
-            cert_subject: None,
-        })
-        .expect("handover back");
+    let told = b.control.handover(target(a.port)).expect("handover back");
     assert_eq!(told, 2);
     assert!(
-        wait_for(Duration::from_secs(4), || a.control.stats().sessions == 2
-            && b.control.stats().sessions == 0)
-        .await,
+        wait_sessions(Duration::from_secs(4), &a, 2, &b, 0).await,
         "hand-back: A has {} sessions, B {}",
         a.control.stats().sessions,
         b.control.stats().sessions
@@ -235,12 +244,7 @@ async fn handover_keeps_the_password_and_refuses_bad_targets() {
         assert!(a.control.handover(bad.clone()).is_err(), "{bad:?} accepted");
     }
     // No client yet: nobody to tell.
-    let t = HandoverTarget {
-        host: "127.0.0.1".into(),
-        port: b.port,
-        tls_port: 0,
-        cert_subject: None,
-    };
+    let t = target(b.port);
     assert_eq!(a.control.handover(t.clone()).unwrap(), 0);
 
     let mut cfg = spice_client::ClientConfig::new("127.0.0.1", a.port);
@@ -287,36 +291,12 @@ fn pixels_of(x: &Xvfb, rgb: [u8; 3]) -> usize {
         .count()
 }
 
-/// Links a main channel to `port` with `connection_id`; the link result.
-async fn link_main(port: u16, connection_id: u32) -> spice_proto::LinkStatus {
-    use spice_client::spice_proto;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+/// Links a main channel to `port` with `connection_id`; `Err(status)` when refused.
+async fn link_main(port: u16, connection_id: u32) -> Result<(), spice_proto::LinkStatus> {
+    let s = tcp(([127, 0, 0, 1], port).into()).await;
+    link(s, connection_id, spice_proto::consts::channel::MAIN, "")
         .await
-        .expect("connect");
-    let cfg = spice_proto::LinkClientConfig::new(
-        connection_id,
-        spice_proto::consts::channel::MAIN,
-        0,
-        "",
-    );
-    let mut lc = spice_proto::LinkClient::new(cfg).expect("link client");
-    let mut out = Vec::new();
-    lc.start(&mut out);
-    s.write_all(&out).await.expect("write link");
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).await.unwrap_or(0);
-        assert!(n > 0, "server closed during the link");
-        out.clear();
-        let st = lc.feed(&buf[..n], &mut out).expect("link feed");
-        if !out.is_empty() {
-            s.write_all(&out).await.expect("write ticket");
-        }
-        if st != spice_proto::LinkStatus::InProgress {
-            return st;
-        }
-    }
+        .map(|_| ())
 }
 
 use spice_client::spice_proto;
@@ -333,12 +313,7 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
     ]) {
         return;
     }
-    let a_x = Xvfb::start(400, 300);
-    let b_x = Xvfb::start(400, 300);
-    assert!(a_x.run("xsetroot", &["-solid", "#aa4411"]));
-    assert!(b_x.run("xsetroot", &["-solid", "#1188aa"]));
-    let a = serve(&a_x.name, Ticketing::Disabled).await;
-    let b = serve(&b_x.name, Ticketing::Disabled).await;
+    let (_a_x, _b_x, a, b) = two_servers(400, 300, "#aa4411", "#1188aa").await;
     let mut viewer_x = Xvfb::start(1024, 768);
     viewer_x.spawn("remote-viewer", &[&format!("spice://127.0.0.1:{}", a.port)]);
     let a_colour = [0xaa, 0x44, 0x11];
@@ -368,17 +343,13 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
     // A target refuses a main channel carrying a session id it was not told to expect…
     assert_eq!(
         link_main(b.port, id).await,
-        spice_proto::LinkStatus::Failed(spice_proto::LinkErr::BAD_CONNECTION_ID)
+        Err(spice_proto::LinkStatus::Failed(
+            spice_proto::LinkErr::BAD_CONNECTION_ID
+        ))
     );
     assert!(b.control.expect_migration(&[0]).is_err());
     // …and accepts the client once it was.
     assert_eq!(b.control.expect_migration(&ids).unwrap(), 2);
-    let target = |port| HandoverTarget {
-        host: "127.0.0.1".into(),
-        port,
-        tls_port: 0,
-        cert_subject: None,
-    };
     let t0 = Instant::now();
     let r = a.control.migrate(target(b.port)).await.expect("migrate");
     eprintln!(
@@ -387,9 +358,7 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
     );
     assert_eq!((r.migrated, r.switched, r.lost), (2, 0, 0), "{r:?}");
     assert!(
-        wait_for(Duration::from_secs(5), || a.control.stats().sessions == 0
-            && b.control.stats().sessions == 2)
-        .await,
+        wait_sessions(Duration::from_secs(5), &a, 0, &b, 2).await,
         "A has {} sessions, B {}",
         a.control.stats().sessions,
         b.control.stats().sessions
@@ -403,17 +372,7 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
     );
     assert_eq!((ours.switches(), ours.migrations()), (1, 1));
     assert_eq!(ours.server(), ("127.0.0.1".to_string(), b.port));
-    assert!(
-        wait_for(Duration::from_secs(10), || connections_of(
-            "remote-viewer",
-            b.port
-        ) >= 3
-            && connections_of("remote-viewer", a.port) == 0)
-        .await,
-        "ss: remote-viewer has {} connections to B, {} to A",
-        connections_of("remote-viewer", b.port),
-        connections_of("remote-viewer", a.port)
-    );
+    assert_viewer_moved(a.port, b.port).await;
     assert!(
         wait_for(Duration::from_secs(20), || pixels_of(&viewer_x, b_colour)
             >= shown)
@@ -425,7 +384,9 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
     // The id is used up: the same link again is refused.
     assert_eq!(
         link_main(b.port, id).await,
-        spice_proto::LinkStatus::Failed(spice_proto::LinkErr::BAD_CONNECTION_ID)
+        Err(spice_proto::LinkStatus::Failed(
+            spice_proto::LinkErr::BAD_CONNECTION_ID
+        ))
     );
 
     // Back to A without telling A to expect the session: the client's links to A are
@@ -437,9 +398,7 @@ async fn remote_viewer_migrates_semi_seamlessly_and_a_target_refuses_unexpected_
         .expect("migrate back");
     assert_eq!((r.migrated, r.switched, r.lost), (0, 2, 0), "{r:?}");
     assert!(
-        wait_for(Duration::from_secs(10), || a.control.stats().sessions == 2
-            && b.control.stats().sessions == 0)
-        .await,
+        wait_sessions(Duration::from_secs(10), &a, 2, &b, 0).await,
         "A has {} sessions, B {}",
         a.control.stats().sessions,
         b.control.stats().sessions

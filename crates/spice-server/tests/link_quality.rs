@@ -9,193 +9,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::*;
 use common::*;
 use spice_server::{Config, ServerStats, StatsHandle, WanCompression};
 
-/// Runs `ip ARGS`; the error carries its stderr.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-/// Two namespaces joined by a veth; deleted (with the veth) on drop.
-struct Net {
-    srv: String,
-    cli: String,
-    srv_ip: String,
-    srv_dev: String,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.srv]);
-        let _ = ip(&["netns", "del", &self.cli]);
-    }
-}
-
-impl Net {
-    /// Namespaces `sl<pid><idx>s`/`…c`, 10.213.`idx`.1 (server) and .2 (client); the
-    /// server's side sends at `rate` (tc tbf syntax, e.g. `4mbit`) when given.
-    fn new(idx: u8, rate: Option<&str>) -> Result<Net, String> {
-        let tag = format!("{}{idx}", std::process::id() % 100_000);
-        let net = Net {
-            srv: format!("sl{tag}s"),
-            cli: format!("sl{tag}c"),
-            srv_ip: format!("10.213.{idx}.1"),
-            srv_dev: format!("sl{tag}a"),
-        };
-        let (va, vb) = (net.srv_dev.clone(), format!("sl{tag}b"));
-        ip(&["netns", "add", &net.srv])?;
-        ip(&["netns", "add", &net.cli])?;
-        ip(&[
-            "link", "add", &va, "netns", &net.srv, "type", "veth", "peer", "name", &vb, "netns",
-            &net.cli,
-        ])?;
-        for (ns, dev, addr) in [
-            (&net.srv, &va, format!("10.213.{idx}.1/24")),
-            (&net.cli, &vb, format!("10.213.{idx}.2/24")),
-        ] {
-            ip(&["-n", ns, "addr", "add", &addr, "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        if let Some(rate) = rate {
-            // A queue of at most 400 ms at that rate, as on a real slow uplink.
-            ip(&[
-                "netns", "exec", &net.srv, "tc", "qdisc", "add", "dev", &va, "root", "tbf", "rate",
-                rate, "burst", "32kbit", "latency", "400ms",
-            ])
-            .map_err(|e| format!("tc tbf unavailable: {e}"))?;
-        }
-        Ok(net)
-    }
-
-    /// Lifts the rate limit: the link recovers.
-    fn unshape(&self) -> Result<(), String> {
-        ip(&[
-            "netns",
-            "exec",
-            &self.srv,
-            "tc",
-            "qdisc",
-            "del",
-            "dev",
-            &self.srv_dev,
-            "root",
-        ])
-    }
-
-    /// A command run in the client's namespace.
-    fn client_cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.cli, prog]);
-        c
-    }
-}
-
-/// [`Net::new`], or `None` after printing why the test is skipped.
+/// A shaped link of this file's namespaces (`sl…`, 10.213.`idx`.0/24), or `None` after
+/// printing why the test is skipped.
 fn net_or_skip(idx: u8, rate: Option<&str>) -> Option<Net> {
-    Net::new(idx, rate).map_err(|e| eprintln!("SKIP: {e}")).ok()
-}
-
-/// A server on its own thread and runtime inside a namespace (its sockets are made
-/// there); stopped on drop.
-struct NsServer {
-    stats: StatsHandle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for NsServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_in(ns: &str, display: &str, config: Config) -> NsServer {
-    // The X connection is made here, outside the namespace.
-    let src = spice_server::coop_display::X11Source::connect(display).expect("X11Source");
-    let path = format!("/run/netns/{ns}");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("netns handle");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let server = spice_server::Server::bind(config, Box::new(src))
-                .await
-                .expect("bind in the namespace");
-            tx.send(server.stats_handle()).expect("report stats handle");
-            tokio::select! {
-                r = server.run() => r.expect("serve"),
-                _ = stop_rx => {}
-            }
-        });
-    });
-    let stats = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server started");
-    NsServer {
-        stats,
-        stop: Some(stop),
-        thread: Some(thread),
-    }
-}
-
-fn ns_config(ip: &str, port: u16) -> Config {
-    Config {
-        addr: ip.parse().unwrap(),
-        port: Some(port),
-        ..no_auth()
-    }
-}
-
-/// spicy-screenshot from the client namespace; the time it took.
-fn ns_screenshot(net: &Net, port: u16, out: &Path) -> Result<Duration, String> {
-    let _ = std::fs::remove_file(out);
-    let t0 = Instant::now();
-    let o = net
-        .client_cmd("timeout")
-        .args(["30", "spicy-screenshot", "-h", &net.srv_ip, "-p"])
-        .arg(port.to_string())
-        .arg("-o")
-        .arg(out)
-        .stdout(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.exists() {
-        Ok(t0.elapsed())
-    } else {
-        Err(format!(
-            "spicy-screenshot wrote nothing ({:?}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        ))
-    }
+    Net::or_skip("sl", 213, idx, rate)
 }
 
 /// A synthetic desktop: a two-colour plaid root window.
@@ -219,15 +42,7 @@ fn tools_missing(extra: &[&str]) -> bool {
         "Xvfb", "xsetroot", "import", "display", "convert", "ip", "tc",
     ];
     all.extend_from_slice(extra);
-    if skip_without(&all) {
-        return true;
-    }
-    // Namespaces need root (CAP_SYS_ADMIN) and /run/netns.
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: network namespaces need root");
-        return true;
-    }
-    false
+    skip_without_netns(&all)
 }
 
 /// On a 4 Mbit/s link the bandwidth test picks WAN: the synthetic desktop arrives as
@@ -370,15 +185,7 @@ struct StreamRun {
 /// Runs spicy (on `viewer`) from the client namespace against `port`, waits for the
 /// video stream, then measures it for `secs` seconds.
 fn watch_stream(net: &Net, viewer: &Xvfb, port: u16, stats: &StatsHandle, secs: u64) -> StreamRun {
-    let child = net
-        .client_cmd("env")
-        .arg(format!("DISPLAY={}", viewer.name))
-        .args(["spicy", "-h", &net.srv_ip, "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn spicy");
-    let _spicy = Proc(child);
+    let _spicy = net.spicy(&viewer.name, port);
     let t0 = Instant::now();
     while stats.stats().video_streams == 0 {
         assert!(

@@ -4,180 +4,24 @@
 //! exactly.
 //!
 //! The slow link is a veth pair between two network namespaces shaped with tc tbf, as in
-//! `link_quality.rs`. Self-contained helpers (this file owns its names): X displays
-//! :170–:189, TCP ports 6010–6029, namespaces `ll-*`, addresses 10.217.N.0/24.
+//! `link_quality.rs` (the shared `common::netns`). This file's names: TCP ports
+//! 6010–6029, namespaces `ll…`, addresses 10.217.N.0/24; Xvfb picks its displays.
 
-use std::ops::RangeInclusive;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use spice_server::coop_display::{DisplayError, DisplaySource, Frame, Rect, SourceEvent};
-use spice_server::{Config, StatsHandle, Ticketing, WanCompression};
+use common::netns::*;
+use common::*;
+use spice_server::coop_display::{Rect, SourceEvent};
+use spice_server::{Config, WanCompression};
 
-/// A child process, terminated (then killed) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(2) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn skip_without(bins: &[&str]) -> bool {
-    if let Some(b) = bins.iter().find(|b| !have(b)) {
-        eprintln!("SKIP: {b} is not installed");
-        return true;
-    }
-    false
-}
-
-/// An Xvfb on the first free display number of a range; its clients die with it.
-struct X {
-    name: String,
-    kids: Vec<Proc>,
-    _server: Proc,
-}
-
-impl X {
-    fn start(nums: RangeInclusive<u32>, w: u32, h: u32) -> X {
-        for n in nums {
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-                continue;
-            }
-            let child = Command::new("Xvfb")
-                .arg(format!(":{n}"))
-                .args(["-screen", "0", &format!("{w}x{h}x24")])
-                .args(["-nolisten", "tcp", "-noreset"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn Xvfb");
-            let mut p = Proc(child);
-            let name = format!(":{n}");
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(15) {
-                if let Ok(Some(_)) = p.0.try_wait() {
-                    break; // Lost a race for the number: try the next.
-                }
-                let up = Command::new("xdpyinfo")
-                    .env("DISPLAY", &name)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if up {
-                    return X {
-                        name,
-                        kids: Vec::new(),
-                        _server: p,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("no free X display in the range");
-    }
-
-    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(prog);
-        c.args(args)
-            .env("DISPLAY", &self.name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        c
-    }
-
-    fn run(&self, prog: &str, args: &[&str]) -> bool {
-        self.cmd(prog, args).status().is_ok_and(|s| s.success())
-    }
-
-    fn spawn(&mut self, prog: &str, args: &[&str]) {
-        let c = self
-            .cmd(prog, args)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {prog}: {e}"));
-        self.kids.push(Proc(c));
-    }
-
-    fn wait_window(&self, name: &str) -> bool {
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(15) {
-            if self.run("xdotool", &["search", "--onlyvisible", "--name", name]) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    /// The X server's own pixels: (w, h, RGB).
-    fn pixels(&self, dir: &Path) -> (u32, u32, Vec<u8>) {
-        let out = dir.join(format!("root{}.ppm", &self.name[1..]));
-        assert!(
-            self.run(
-                "import",
-                &["-window", "root", "-depth", "8", out.to_str().unwrap()]
-            ),
-            "import -window root on {}",
-            self.name
-        );
-        read_ppm(&out).unwrap_or_else(|| panic!("unreadable {}", out.display()))
-    }
-}
-
-/// A binary PPM (P6, maxval 255) as (w, h, RGB).
-fn read_ppm(p: &Path) -> Option<(u32, u32, Vec<u8>)> {
-    let d = std::fs::read(p).ok()?;
-    let mut fields = Vec::new();
-    let mut i = 0;
-    while fields.len() < 4 && i < d.len() {
-        if d[i].is_ascii_whitespace() {
-            i += 1;
-        } else if d[i] == b'#' {
-            while i < d.len() && d[i] != b'\n' {
-                i += 1;
-            }
-        } else {
-            let s = i;
-            while i < d.len() && !d[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            fields.push(String::from_utf8_lossy(&d[s..i]).into_owned());
-        }
-    }
-    if fields.first()? != "P6" || fields.get(3)? != "255" {
-        return None;
-    }
-    let (w, h): (u32, u32) = (fields[1].parse().ok()?, fields[2].parse().ok()?);
-    let px = d.get(i + 1..)?.to_vec();
-    (px.len() == (w * h * 3) as usize).then_some((w, h, px))
-}
-
-fn differing(a: &[u8], b: &[u8]) -> usize {
-    a.chunks(3).zip(b.chunks(3)).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len()) / 3
+/// A shaped link of this file's namespaces, or `None` after printing why the test is
+/// skipped.
+fn net_or_skip(idx: u8, rate: &str) -> Option<Net> {
+    Net::or_skip("ll", 217, idx, Some(rate))
 }
 
 /// The bounding box (x0, y0, x1, y1) of differing pixels of two `w`-wide RGB images.
@@ -192,164 +36,6 @@ fn diff_box(a: &[u8], b: &[u8], w: u32) -> Option<(u32, u32, u32, u32)> {
         }
     }
     bb
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let se: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    if se == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0f64 * 255.0 * a.len() as f64 / se).log10()
-}
-
-fn crop(rgb: &[u8], stride_w: u32, x: u32, y: u32, w: u32, h: u32) -> Vec<u8> {
-    (y..y + h)
-        .flat_map(|r| {
-            let o = ((r * stride_w + x) * 3) as usize;
-            rgb[o..o + w as usize * 3].to_vec()
-        })
-        .collect()
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-/// Server and client namespaces joined by a veth, the server's side shaped; both
-/// deleted on drop (which removes the veth too).
-struct Net {
-    srv: String,
-    cli: String,
-    srv_ip: String,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.srv]);
-        let _ = ip(&["netns", "del", &self.cli]);
-    }
-}
-
-impl Net {
-    fn new(idx: u8, rate: &str) -> Result<Net, String> {
-        let tag = format!("{}{idx}", std::process::id() % 10_000);
-        let net = Net {
-            srv: format!("ll-{tag}s"),
-            cli: format!("ll-{tag}c"),
-            srv_ip: format!("10.217.{idx}.1"),
-        };
-        let (va, vb) = (format!("ll{tag}a"), format!("ll{tag}b"));
-        ip(&["netns", "add", &net.srv])?;
-        ip(&["netns", "add", &net.cli])?;
-        ip(&[
-            "link", "add", &va, "netns", &net.srv, "type", "veth", "peer", "name", &vb, "netns",
-            &net.cli,
-        ])?;
-        for (ns, dev, addr) in [
-            (&net.srv, &va, format!("10.217.{idx}.1/24")),
-            (&net.cli, &vb, format!("10.217.{idx}.2/24")),
-        ] {
-            ip(&["-n", ns, "addr", "add", &addr, "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        ip(&[
-            "netns", "exec", &net.srv, "tc", "qdisc", "add", "dev", &va, "root", "tbf", "rate",
-            rate, "burst", "32kbit", "latency", "400ms",
-        ])
-        .map_err(|e| format!("tc tbf unavailable: {e}"))?;
-        Ok(net)
-    }
-}
-
-/// Moves the calling thread into namespace `ns` (its sockets are made there).
-fn enter(ns: &str) -> Result<(), String> {
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
-}
-
-/// A server on its own thread and runtime, in namespace `ns` when given; stopped on drop.
-struct Served {
-    stats: StatsHandle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(ns: Option<String>, display: &str, config: Config) -> Served {
-    // The X connection is made here, outside any namespace.
-    let src = spice_server::coop_display::X11Source::connect(display).expect("X11Source");
-    serve_in(ns, Box::new(src), config)
-}
-
-fn serve_source(src: Box<dyn DisplaySource>, config: Config) -> Served {
-    serve_in(None, src, config)
-}
-
-fn serve_in(ns: Option<String>, src: Box<dyn DisplaySource>, config: Config) -> Served {
-    let (tx, rx) = mpsc::channel();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        if let Some(ns) = ns {
-            enter(&ns).expect("enter the server namespace");
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let server = spice_server::Server::bind(config, src).await.expect("bind");
-            tx.send(server.stats_handle()).expect("stats handle");
-            tokio::select! {
-                r = server.run() => r.expect("serve"),
-                _ = stop_rx => {}
-            }
-        });
-    });
-    let stats = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server started");
-    Served {
-        stats,
-        stop: Some(stop),
-        thread: Some(thread),
-    }
-}
-
-fn config(addr: &str, port: u16) -> Config {
-    Config {
-        addr: addr.parse().unwrap(),
-        port: Some(port),
-        ticketing: Ticketing::Disabled,
-        ..Default::default()
-    }
 }
 
 /// What our client shows: (w, h, RGB) and its display messages by type.
@@ -423,18 +109,6 @@ impl Drop for OurClient {
     }
 }
 
-/// A plasma fractal: smooth gradients the server classifies as photographic.
-fn plasma(dir: &Path, name: &str, size: &str, seed: u32) -> String {
-    let f = dir.join(name);
-    let ok = Command::new("convert")
-        .args(["-seed", &seed.to_string(), "-size", size, "plasma:"])
-        .arg(&f)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "convert plasma failed");
-    f.to_str().unwrap().to_string()
-}
-
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
@@ -447,13 +121,13 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 }
 
 /// Polls until our client's picture equals the X server's; returns when it did.
-fn wait_exact(client: &OurClient, x: &X, dir: &Path, secs: u64) -> Result<Duration, String> {
+fn wait_exact(client: &OurClient, x: &Xvfb, dir: &Path, secs: u64) -> Result<Duration, String> {
     let t0 = Instant::now();
     loop {
-        let (w, h, want) = x.pixels(dir);
+        let (w, h, want) = x.reference(dir);
         let shot = client.shot().ok_or("our client has no picture")?;
         let d = if (shot.0, shot.1) == (w, h) {
-            differing(&shot.2, &want)
+            diff_pixels(&shot.2, &want)
         } else {
             usize::MAX
         };
@@ -481,8 +155,8 @@ fn wait_exact(client: &OurClient, x: &X, dir: &Path, secs: u64) -> Result<Durati
 
 /// The served screen as spicy shows it on `viewer`: found by the served root colour
 /// `root` (a colour spicy's own widgets do not use) at the screen's top-left corner.
-fn spicy_view(viewer: &X, dir: &Path, root: [u8; 3], sw: u32, sh: u32) -> Option<Vec<u8>> {
-    let (vw, vh, view) = viewer.pixels(dir);
+fn spicy_view(viewer: &Xvfb, dir: &Path, root: [u8; 3], sw: u32, sh: u32) -> Option<Vec<u8>> {
+    let (vw, vh, view) = viewer.reference(dir);
     let i = view.chunks(3).position(|p| p == root)?;
     let (ox, oy) = (i as u32 % vw, i as u32 / vw);
     (ox + sw <= vw && oy + sh <= vh).then(|| crop(&view, vw, ox, oy, sw, sh))
@@ -496,45 +170,26 @@ const ROOT_HEX: &str = "#206030";
 /// exact pixels, and the refine's bytes are counted.
 #[test]
 fn wan_jpeg_photo_becomes_exact_in_spicy_and_our_client() {
-    if skip_without(&[
+    if skip_without_netns(&[
         "Xvfb", "xdpyinfo", "xsetroot", "import", "display", "convert", "xdotool", "spicy", "ip",
         "tc", "env",
     ]) {
         return;
     }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: network namespaces need root");
+    let Some(net) = net_or_skip(1, "4mbit") else {
         return;
-    }
-    let net = match Net::new(1, "4mbit") {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
     };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempdir();
     let (sw, sh) = (640, 480);
-    let mut served = X::start(170..=179, sw, sh);
+    let mut served = Xvfb::start(sw, sh);
     assert!(served.run("xsetroot", &["-solid", ROOT_HEX]));
     let port = 6010;
-    let srv = serve(
-        Some(net.srv.clone()),
-        &served.name,
-        config(&net.srv_ip, port),
-    );
+    let srv = serve_in(&net.srv, &served.name, ns_config(&net.srv_ip, port));
 
     let ours = OurClient::connect(Some(net.cli.clone()), &net.srv_ip, port);
-    let mut viewer = X::start(180..=189, 1024, 768);
-    let spicy = Command::new("ip")
-        .args(["netns", "exec", &net.cli, "env"])
-        .arg(format!("DISPLAY={}", viewer.name))
-        .args(["spicy", "-h", &net.srv_ip, "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn spicy");
-    viewer.kids.push(Proc(spicy));
+    let mut viewer = Xvfb::start(1024, 768);
+    let spicy = net.spicy(&viewer.name, port);
+    viewer.children.push(spicy);
     assert!(viewer.wait_window("spice display"), "spicy did not open");
     wait_for("both clients' first frames", 30, || {
         ours.shot().is_some() && spicy_view(&viewer, dir.path(), ROOT, sw, sh).is_some()
@@ -552,7 +207,7 @@ fn wan_jpeg_photo_becomes_exact_in_spicy_and_our_client() {
     });
     // Right after the JPEG our client shows it lossy (informative: it may be in flight).
     std::thread::sleep(Duration::from_millis(150));
-    let (_, _, want) = served.pixels(dir.path());
+    let (_, _, want) = served.reference(dir.path());
     if let Some(s) = ours.shot() {
         eprintln!(
             "our client just after the JPEG: PSNR {:.1} dB",
@@ -569,9 +224,9 @@ fn wan_jpeg_photo_becomes_exact_in_spicy_and_our_client() {
     // spicy shows the same exact pixels.
     let t0 = Instant::now();
     let spicy_diff = loop {
-        let (_, _, want) = served.pixels(dir.path());
+        let (_, _, want) = served.reference(dir.path());
         let d = spicy_view(&viewer, dir.path(), ROOT, sw, sh)
-            .map_or(usize::MAX, |v| differing(&v, &want));
+            .map_or(usize::MAX, |v| diff_pixels(&v, &want));
         if d == 0 || t0.elapsed() > Duration::from_secs(15) {
             break d;
         }
@@ -604,46 +259,29 @@ fn wan_jpeg_photo_becomes_exact_in_spicy_and_our_client() {
 /// is followed by a lossless redraw, and our client's picture ends exact.
 #[test]
 fn ended_video_stream_on_wan_becomes_exact() {
-    if skip_without(&[
+    if skip_without_netns(&[
         "Xvfb", "xdpyinfo", "xsetroot", "import", "animate", "convert", "xdotool", "ip", "tc",
     ]) {
         return;
     }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: network namespaces need root");
+    let Some(net) = net_or_skip(2, "2mbit") else {
         return;
-    }
-    let net = match Net::new(2, "2mbit") {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut served = X::start(170..=179, 640, 480);
+    let dir = tempdir();
+    let mut served = Xvfb::start(640, 480);
     assert!(served.run("xsetroot", &["-solid", ROOT_HEX]));
     let port = 6012;
-    let srv = serve(
-        Some(net.srv.clone()),
-        &served.name,
-        config(&net.srv_ip, port),
-    );
+    let srv = serve_in(&net.srv, &served.name, ns_config(&net.srv_ip, port));
     let ours = OurClient::connect(Some(net.cli.clone()), &net.srv_ip, port);
     wait_for("our client's first frame", 30, || ours.shot().is_some());
 
     // A video stream, stopped: its last frame was JPEG; the end redraws it exactly.
-    let frames: Vec<String> = (0..6)
-        .map(|i| plasma(dir.path(), &format!("f{i}.png"), "240x180", i + 1))
-        .collect();
-    let mut args = vec!["-delay", "4", "-geometry", "+100+80", "-title", "video"];
-    args.extend(frames.iter().map(String::as_str));
-    served.spawn("animate", &args);
-    assert!(served.wait_window("video"), "animate did not map");
+    let frames = plasma_frames(dir.path(), "f", 6, "240x180");
+    served.animate(&frames, "video");
     wait_for("a video stream", 40, || {
         srv.stats.stats().video_frames >= 10
     });
-    let pid = served.kids.last().unwrap().0.id().to_string();
+    let pid = served.children.last().unwrap().0.id().to_string();
     assert!(served.run("kill", &["-STOP", &pid]));
     let mid = srv.stats.stats();
     let took = wait_exact(&ours, &served, dir.path(), 30).expect("exact after the stream");
@@ -659,101 +297,30 @@ fn ended_video_stream_on_wan_becomes_exact() {
     let _ = served.run("kill", &["-CONT", &pid]);
 }
 
-/// An in-memory screen the test draws on and reports events for.
-#[derive(Default)]
-struct Screen {
-    w: u32,
-    h: u32,
-    /// BGRX rows.
-    px: Vec<u8>,
-    events: Vec<SourceEvent>,
+/// The RGB bytes of a fake screen.
+fn rgb(s: &FakeState) -> Vec<u8> {
+    s.px.chunks(4).flat_map(|p| [p[2], p[1], p[0]]).collect()
 }
 
-impl Screen {
-    fn rgb(&self) -> Vec<u8> {
-        self.px.chunks(4).flat_map(|p| [p[2], p[1], p[0]]).collect()
-    }
-
-    fn fill(&mut self, r: Rect, f: impl Fn(u32, u32) -> [u8; 3]) {
-        for y in r.y..r.bottom() {
-            for x in r.x..r.right() {
-                let o = ((y * self.w + x) * 4) as usize;
-                let [red, g, b] = f(x - r.x, y - r.y);
-                self.px[o..o + 4].copy_from_slice(&[b, g, red, 0xff]);
-            }
-        }
-    }
-
-    fn copy(&mut self, src: Rect, dx: u32, dy: u32) {
-        let old = self.px.clone();
-        for y in 0..src.h {
-            let s = (((src.y + y) * self.w + src.x) * 4) as usize;
-            let d = (((dy + y) * self.w + dx) * 4) as usize;
-            let n = src.w as usize * 4;
-            self.px[d..d + n].copy_from_slice(&old[s..s + n]);
+/// Paints `r` of a fake screen with `f(x, y)` (relative to `r`).
+fn fill(s: &mut FakeState, r: Rect, f: impl Fn(u32, u32) -> [u8; 3]) {
+    for y in r.y..r.bottom() {
+        for x in r.x..r.right() {
+            let o = ((y * s.w + x) * 4) as usize;
+            let [red, g, b] = f(x - r.x, y - r.y);
+            s.px[o..o + 4].copy_from_slice(&[b, g, red, 0xff]);
         }
     }
 }
 
-struct FakeScreen(std::sync::Arc<std::sync::Mutex<Screen>>);
-
-impl DisplaySource for FakeScreen {
-    fn size(&self) -> (u32, u32) {
-        let s = self.0.lock().unwrap();
-        (s.w, s.h)
-    }
-    fn capture(&mut self, a: Rect, out: &mut Vec<u8>) -> Result<(), DisplayError> {
-        let s = self.0.lock().unwrap();
-        if a.right() > s.w || a.bottom() > s.h {
-            return Err(DisplayError::OutOfBounds {
-                area: a,
-                width: s.w,
-                height: s.h,
-            });
-        }
-        out.clear();
-        for y in a.y..a.bottom() {
-            let o = ((y * s.w + a.x) * 4) as usize;
-            out.extend_from_slice(&s.px[o..o + a.w as usize * 4]);
-        }
-        Ok(())
-    }
-    fn capture_full(&mut self) -> Result<Frame, DisplayError> {
-        let s = self.0.lock().unwrap();
-        Ok(Frame {
-            width: s.w,
-            height: s.h,
-            stride: s.w as usize * 4,
-            data: s.px.clone(),
-        })
-    }
-    fn next_events(&mut self, timeout: Duration) -> Result<Vec<SourceEvent>, DisplayError> {
-        let t0 = Instant::now();
-        loop {
-            let ev = std::mem::take(&mut self.0.lock().unwrap().events);
-            if !ev.is_empty() || t0.elapsed() >= timeout {
-                return Ok(ev);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    fn key(&mut self, _: u32, _: bool) -> Result<(), DisplayError> {
-        Ok(())
-    }
-    fn pointer_abs(&mut self, _: u32, _: u32, _: u32) -> Result<(), DisplayError> {
-        Ok(())
-    }
-    fn pointer_rel(&mut self, _: i32, _: i32, _: u32) -> Result<(), DisplayError> {
-        Ok(())
-    }
-    fn button(&mut self, _: u8, _: bool) -> Result<(), DisplayError> {
-        Ok(())
-    }
-    fn resize(&mut self, _: u32, _: u32) -> Result<(), DisplayError> {
-        Err(DisplayError::Unsupported("resize".into()))
-    }
-    fn set_clipboard(&mut self, _: &str, _: &[u8]) -> Result<(), DisplayError> {
-        Ok(())
+/// Copies `src` of a fake screen to (`dx`, `dy`), as the X server's CopyArea does.
+fn copy(s: &mut FakeState, src: Rect, dx: u32, dy: u32) {
+    let old = s.px.clone();
+    for y in 0..src.h {
+        let from = (((src.y + y) * s.w + src.x) * 4) as usize;
+        let to = (((dy + y) * s.w + dx) * 4) as usize;
+        let n = src.w as usize * 4;
+        s.px[to..to + n].copy_from_slice(&old[from..from + n]);
     }
 }
 
@@ -774,18 +341,19 @@ fn photo_px(x: u32, y: u32) -> [u8; 3] {
 #[test]
 fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
     let (w, h) = (320u32, 240u32);
-    let screen = std::sync::Arc::new(std::sync::Mutex::new(Screen {
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(FakeState {
         w,
         h,
         px: [0x80u8, 0x80, 0x80, 0xff].repeat((w * h) as usize),
-        events: Vec::new(),
+        ..Default::default()
     }));
     let port = 6013;
-    let srv = serve_source(
-        Box::new(FakeScreen(screen.clone())),
+    let srv = serve_source_in(
+        None,
+        Box::new(FakeSource(screen.clone())),
         Config {
             jpeg_wan_compression: WanCompression::Always,
-            ..config("127.0.0.1", port)
+            ..ns_config("127.0.0.1", port)
         },
     );
     let ours = OurClient::connect(None, "127.0.0.1", port);
@@ -805,7 +373,7 @@ fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
     let patch = Rect::new(10, 10, 120, 90);
     {
         let mut s = screen.lock().unwrap();
-        s.fill(patch, photo_px);
+        fill(&mut s, patch, photo_px);
         s.events.push(SourceEvent::Damage(vec![patch]));
     }
     wait_for("the patch as JPEG", 10, || {
@@ -815,8 +383,8 @@ fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
     let (dx, dy) = (180, 130);
     {
         let mut s = screen.lock().unwrap();
-        s.copy(patch, dx, dy);
-        s.fill(patch, |_, _| [0x80, 0x80, 0x80]);
+        copy(&mut s, patch, dx, dy);
+        fill(&mut s, patch, |_, _| [0x80, 0x80, 0x80]);
         s.events.push(SourceEvent::CopyRect {
             src: patch,
             dst_x: dx,
@@ -825,7 +393,7 @@ fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
         s.events.push(SourceEvent::Damage(vec![patch]));
     }
     wait_for("the COPY_BITS", 10, || count(COPY_BITS) >= 1);
-    let want = screen.lock().unwrap().rgb();
+    let want = rgb(&screen.lock().unwrap());
     let moved = ours.shot().expect("picture");
     let dst = crop(&moved.2, w, dx, dy, patch.w, patch.h);
     let p = psnr(&dst, &crop(&want, w, dx, dy, patch.w, patch.h));
@@ -833,7 +401,7 @@ fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
     let t0 = Instant::now();
     loop {
         let s = ours.shot().expect("picture");
-        let d = differing(&s.2, &want);
+        let d = diff_pixels(&s.2, &want);
         if d == 0 {
             break;
         }
@@ -871,55 +439,28 @@ fn copy_bits_of_a_lossy_area_is_refined_at_its_destination() {
 /// spicy-screenshot saves the first frame it draws, so it shows the JPEG (printed).
 #[test]
 fn headless_capture_after_the_refine_is_exact_on_wan() {
-    if skip_without(&[
+    if skip_without_netns(&[
         "Xvfb", "xdpyinfo", "import", "display", "convert", "ip", "tc",
     ]) {
         return;
     }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP: network namespaces need root");
+    let Some(net) = net_or_skip(3, "4mbit") else {
         return;
-    }
-    let net = match Net::new(3, "4mbit") {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut served = X::start(170..=179, 640, 480);
+    let dir = tempdir();
+    let mut served = Xvfb::start(640, 480);
     assert!(served.run("xsetroot", &["-solid", ROOT_HEX]));
     let img = plasma(dir.path(), "photo.png", "600x440", 5);
     served.spawn("display", &["-title", "photo", "-geometry", "+20+20", &img]);
     assert!(served.wait_window("photo"), "display did not map");
     std::thread::sleep(Duration::from_millis(700));
-    let (_, _, want) = served.pixels(dir.path());
+    let (_, _, want) = served.reference(dir.path());
     let port = 6014;
-    let srv = serve(
-        Some(net.srv.clone()),
-        &served.name,
-        config(&net.srv_ip, port),
-    );
+    let srv = serve_in(&net.srv, &served.name, ns_config(&net.srv_ip, port));
 
     if have("spicy-screenshot") {
         let out = dir.path().join("first.ppm");
-        let ok = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.cli,
-                "timeout",
-                "30",
-                "spicy-screenshot",
-            ])
-            .args(["-h", &net.srv_ip, "-p", &port.to_string(), "-o"])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if let (true, Some((_, _, got))) = (ok, read_ppm(&out)) {
+        if let (Ok(_), Some((_, _, got))) = (ns_screenshot(&net, port, &out), read_ppm(&out)) {
             eprintln!(
                 "spicy-screenshot (first frame) on WAN: PSNR {:.1} dB",
                 psnr(&got, &want)
@@ -958,7 +499,7 @@ fn headless_capture_after_the_refine_is_exact_on_wan() {
          which refine {} image(s) {} B",
         psnr(&quick, &want),
         quick_t.as_secs_f64() * 1000.0,
-        differing(&waited, &want),
+        diff_pixels(&waited, &want),
         waited_t.as_secs_f64() * 1000.0,
         mid.display_bytes_out - before.display_bytes_out,
         st.display_bytes_out - mid.display_bytes_out,
@@ -972,7 +513,7 @@ fn headless_capture_after_the_refine_is_exact_on_wan() {
     );
     assert!(st.refine_images > mid.refine_images, "{st:?}");
     assert_eq!(
-        differing(&waited, &want),
+        diff_pixels(&waited, &want),
         0,
         "capture after the refine not exact"
     );

@@ -552,6 +552,29 @@ pub fn free_subnet(seed: u32) -> (String, String) {
     panic!("no free 10.x.y.0/24 subnet");
 }
 
+/// A 10.`b`.X.0/24 (a test's own `b`) that no route of this host uses, starting the
+/// search at X = this process's id: (`10.b.X.1/24`, `10.b.X.`).
+pub fn free_subnet_in(b: u8) -> Option<(String, String)> {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    (0..250u32)
+        .map(|i| (std::process::id() + i) % 250 + 1)
+        .find(|x| {
+            // /proc/net/route stores destinations as little-endian hex.
+            !routes.contains(&format!("00{x:02X}{b:02X}0A"))
+        })
+        .map(|x| (format!("10.{b}.{x}.1/24"), format!("10.{b}.{x}.")))
+}
+
+/// Waits (up to `limit`) until systemd in coLinux guest `name` has settled, "running"
+/// or "degraded"; returns which.
+pub fn wait_systemd_settled(c: &Coop, name: &str, limit: Duration) -> String {
+    let out = attach_when(c, name, &["systemctl", "is-system-running"], limit, |o| {
+        let s = String::from_utf8_lossy(&o.stdout);
+        s.trim() == "running" || s.trim() == "degraded"
+    });
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A plain HTTP/1.0 GET; the whole response, headers included.
 pub fn http_get(addr: &str) -> std::io::Result<String> {
     use std::io::Write;

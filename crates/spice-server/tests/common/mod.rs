@@ -2,6 +2,8 @@
 //! comparison and a minimal SPICE client built on spice-proto.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
