@@ -66,6 +66,10 @@ const PREFERENCE_GRACE: Duration = Duration::from_millis(5);
 /// most [`STREAM_MAX_GAP`] after the previous one (more than 10 frames a second).
 const STREAM_MIN_FRAMES: u32 = 20;
 const STREAM_MAX_GAP: Duration = Duration::from_millis(100);
+/// An area the source redraws at a video's pace may become a stream when it is next sent
+/// within this time of its last redraw (on a slow link, sending the previous update can
+/// take this long).
+const STREAM_HOT_FOR: Duration = Duration::from_millis(500);
 /// Smaller areas are never streamed.
 const STREAM_MIN_PIXELS: u64 = 96 * 64;
 /// A stream without frames for this long ends (and its area is redrawn losslessly).
@@ -149,6 +153,10 @@ struct Display {
     width: u32,
     height: u32,
     detector: StreamDetector,
+    /// The same test on the source's own damage, as it arrives: on a slow link the
+    /// updates we send are spaced by the link (a 1 Mbit/s link takes ~200 ms per JPEG
+    /// frame of a small video), so the per-update test above never sees a video there.
+    source_pace: StreamDetector,
     stream: Option<VideoStream>,
     next_stream_id: u32,
     /// A stream frame is due but waits for the stream's (reduced) frame interval.
@@ -411,7 +419,8 @@ impl Display {
             let mode = shared.config.streaming_video;
             if self.stream.is_none()
                 && mode != StreamingVideo::Off
-                && self.detector.redrawn(r, std::time::Instant::now())
+                && (self.detector.redrawn(r, std::time::Instant::now())
+                    || self.source_pace.is_hot(r, std::time::Instant::now()))
                 && (photo || mode == StreamingVideo::All)
             {
                 self.start_stream(shared, ch, r).await?;
@@ -789,6 +798,9 @@ impl RateControl {
 pub(crate) struct StreamDetector {
     /// Rectangle → (consecutive quick redraws, last redraw).
     seen: HashMap<Rect, (u32, std::time::Instant)>,
+    /// Areas found redrawn at a video's pace by the source (see
+    /// [`StreamDetector::note_source_redraw`]), with their last redraw.
+    hot: HashMap<Rect, std::time::Instant>,
 }
 
 impl StreamDetector {
@@ -813,6 +825,29 @@ impl StreamDetector {
             return true;
         }
         false
+    }
+
+    /// Notes a redraw the source reported at `now`, whether or not an update follows
+    /// it: an area found redrawn at a video's pace stays a candidate ("hot") while its
+    /// redraws go on.
+    pub(crate) fn note_source_redraw(&mut self, r: Rect, now: std::time::Instant) {
+        if self.hot.contains_key(&r) {
+            self.hot.insert(r, now);
+        } else if self.redrawn(r, now) {
+            if self.hot.len() >= 16 {
+                self.hot
+                    .retain(|_, t| now.duration_since(*t) <= STREAM_MAX_GAP);
+            }
+            self.hot.insert(r, now);
+        }
+    }
+
+    /// Whether `r`, about to be sent, is an area the source redraws at a video's pace
+    /// (recently enough that the video still runs).
+    pub(crate) fn is_hot(&self, r: Rect, now: std::time::Instant) -> bool {
+        self.hot
+            .get(&r)
+            .is_some_and(|t| now.duration_since(*t) <= STREAM_HOT_FOR)
     }
 }
 
@@ -883,6 +918,7 @@ async fn serve_display(
         width: 0,
         height: 0,
         detector: StreamDetector::default(),
+        source_pace: StreamDetector::default(),
         stream: None,
         next_stream_id: 0,
         stream_owed: false,
@@ -1039,6 +1075,7 @@ async fn on_source_event(
             let now = std::time::Instant::now();
             for r in &rs {
                 d.lossy.touch(*r, now);
+                d.source_pace.note_source_redraw(*r, now);
             }
             dirty.extend(rs);
             if dirty.len() > 1024 {
@@ -1164,6 +1201,35 @@ mod tests {
         let small = Rect::new(0, 0, 40, 40);
         let mut d = StreamDetector::default();
         assert!((0..100).all(|i| !d.redrawn(small, at(i * 10))));
+    }
+
+    #[test]
+    fn source_pace_finds_a_video_whose_updates_a_slow_link_spaces_out() {
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let big = Rect::new(10, 10, 320, 240);
+        let mut d = StreamDetector::default();
+        // The source redraws at 25 fps; a 1 Mbit/s link lets an update out every 200 ms.
+        for i in 0..30u64 {
+            d.note_source_redraw(big, at(i * 40));
+            if i % 5 == 4 && i < 19 {
+                assert!(!d.is_hot(big, at(i * 40 + 1)), "not yet at frame {i}");
+            }
+        }
+        assert!(d.is_hot(big, at(29 * 40 + 150)));
+        // A video that stopped long ago is not a candidate any more.
+        assert!(!d.is_hot(big, at(29 * 40 + 600)));
+        // While it runs on, it stays one.
+        d.note_source_redraw(big, at(40 * 40));
+        assert!(d.is_hot(big, at(40 * 40 + 10)));
+        // Another area than the hot one is not.
+        assert!(!d.is_hot(Rect::new(0, 0, 320, 240), at(40 * 40 + 5)));
+        // Slow redraws (5 a second) never make an area hot.
+        let mut d = StreamDetector::default();
+        for i in 0..60u64 {
+            d.note_source_redraw(big, at(i * 200));
+        }
+        assert!(!d.is_hot(big, at(60 * 200)));
     }
 
     #[test]
