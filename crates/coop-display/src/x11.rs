@@ -110,10 +110,18 @@ pub struct X11Source {
     shadow: Option<Shadow>,
     /// Whether moved areas are looked for (see [`COPYRECT_ENV`]).
     find_moves: bool,
-    /// Geometry (x, y, w, h) of the root's children, to tell where a moved window was.
+    /// Outer geometry (x, y, w, h; borders included) of the root's children, to tell
+    /// where a moved window was.
     windows: std::collections::HashMap<Window, (i32, i32, u32, u32)>,
     /// Windows moved since the last damage fetch: (window, dx, dy, new geometry).
     move_hints: Vec<MoveHint>,
+    /// Screen areas of top-level windows moved or resized since the last damage fetch.
+    /// The X server blits a moved window's pixels to its new place itself (CopyWindow),
+    /// and DAMAGE on the root does not report that copy (only the uncovered old place and
+    /// whatever the application redraws): a window moved before its application redraws
+    /// it (ImageMagick's `display` right after mapping, or any quick `xdotool
+    /// windowmove`) would otherwise never reach clients at its new place.
+    configured: Vec<Rect>,
 }
 
 fn map_conn(display: &str, request: &'static str) -> impl Fn(ConnectionError) -> DisplayError {
@@ -332,12 +340,13 @@ impl X11Source {
             find_moves: std::env::var(COPYRECT_ENV).map_or(true, |v| v != "0"),
             windows: std::collections::HashMap::new(),
             move_hints: Vec::new(),
+            configured: Vec::new(),
         };
-        if src.find_moves {
-            if let Err(e) = src.track_windows() {
-                // Scrolls are still found from the pixels; only window-move hints are lost.
-                warn!(display = %src.display, error = %e, "cannot track top-level windows");
-            }
+        // Tracked even when moves are not looked for: a moved window's new place is only
+        // learnt from its ConfigureNotify (see `configured`).
+        if let Err(e) = src.track_windows() {
+            warn!(display = %src.display, error = %e,
+                "cannot track top-level windows: moved windows may not reach clients");
         }
         if src.shm_usable {
             if let Err(e) = src.setup_shm() {
@@ -615,6 +624,7 @@ impl X11Source {
                 (x1 > x0 && y1 > y0)
                     .then(|| Rect::new(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32))
             })
+            .chain(std::mem::take(&mut self.configured))
             .collect();
         let merged = merge_rects(
             &rects,
@@ -666,11 +676,12 @@ impl X11Source {
         for w in tree.children {
             // A window gone meanwhile is simply not tracked.
             if let Ok(Ok(g)) = self.conn.get_geometry(w).map(|c| c.reply()) {
+                let bw = 2 * u32::from(g.border_width);
                 let geom = (
                     i32::from(g.x),
                     i32::from(g.y),
-                    u32::from(g.width),
-                    u32::from(g.height),
+                    u32::from(g.width) + bw,
+                    u32::from(g.height) + bw,
                 );
                 self.windows.insert(w, geom);
             }
@@ -803,6 +814,7 @@ impl X11Source {
             .retain(|e| !matches!(e, SourceEvent::Damage(_) | SourceEvent::CopyRect { .. }));
         self.shadow = None;
         self.move_hints.clear();
+        self.configured.clear();
         self.pending.push(SourceEvent::Resized { width, height });
         if self.shm.is_some() {
             self.setup_shm()?;
@@ -814,11 +826,12 @@ impl X11Source {
         match ev {
             Event::DamageNotify(_) => self.damaged = true,
             Event::CreateNotify(e) if e.parent == self.root => {
+                let bw = 2 * u32::from(e.border_width);
                 let g = (
                     i32::from(e.x),
                     i32::from(e.y),
-                    u32::from(e.width),
-                    u32::from(e.height),
+                    u32::from(e.width) + bw,
+                    u32::from(e.height) + bw,
                 );
                 self.windows.insert(e.window, g);
             }
@@ -829,13 +842,38 @@ impl X11Source {
                 self.windows.remove(&e.window);
             }
             Event::ConfigureNotify(e) if e.event == self.root && e.window != self.root => {
+                let bw = 2 * u32::from(e.border_width);
                 let g = (
                     i32::from(e.x),
                     i32::from(e.y),
-                    u32::from(e.width),
-                    u32::from(e.height),
+                    u32::from(e.width) + bw,
+                    u32::from(e.height) + bw,
                 );
-                if let Some(old) = self.windows.insert(e.window, g) {
+                let old = self.windows.insert(e.window, g);
+                if old != Some(g) {
+                    // See `configured`: the new place is damage DAMAGE does not report.
+                    // (A resize with a bit gravity other than Forget copies pixels
+                    // the same way.) An unmapped window costs one needless capture.
+                    let (x0, y0) = (g.0.max(0), g.1.max(0));
+                    let x1 = (i64::from(g.0) + i64::from(g.2)).min(i64::from(self.width));
+                    let y1 = (i64::from(g.1) + i64::from(g.3)).min(i64::from(self.height));
+                    if x1 > i64::from(x0) && y1 > i64::from(y0) {
+                        let r = Rect::new(
+                            x0 as u32,
+                            y0 as u32,
+                            (x1 - i64::from(x0)) as u32,
+                            (y1 - i64::from(y0)) as u32,
+                        );
+                        if self.configured.len() >= MAX_DAMAGE_RECTS {
+                            // Bounded: many windows reconfigured at once redraw it all.
+                            self.configured = vec![Rect::new(0, 0, self.width, self.height)];
+                        } else {
+                            self.configured.push(r);
+                        }
+                        self.damaged = true;
+                    }
+                }
+                if let Some(old) = old {
                     let (dx, dy) = (g.0 - old.0, g.1 - old.1);
                     if (dx, dy) != (0, 0) && (g.2, g.3) == (old.2, old.3) && self.shadow.is_some() {
                         // Several steps between two fetches add up: keep the latest place
