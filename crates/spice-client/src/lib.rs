@@ -24,13 +24,14 @@ pub mod keymap;
 pub mod output;
 pub mod report;
 pub mod session;
+pub mod tls;
 #[cfg(feature = "window")]
 pub mod viewer;
 
 pub use canvas::Pixmap;
 pub use error::ClientError;
 pub use headless::{capture, Capture, CaptureOptions};
-pub use session::{ChannelStats, ClientConfig, Session};
+pub use session::{ChannelStats, ClientConfig, SecureChannels, Session};
 
 /// The protocol crate, re-exported for constants and test servers.
 pub use spice_proto;
