@@ -352,7 +352,7 @@ fn der_string(tag: u8, b: &[u8]) -> Option<String> {
         // TeletexString: Latin-1 in practice.
         0x14 => Some(b.iter().map(|&c| char::from(c)).collect()),
         // BMPString: UTF-16BE.
-        0x1e if b.len() % 2 == 0 => {
+        0x1e if b.len().is_multiple_of(2) => {
             let u: Vec<u16> = b
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
@@ -360,7 +360,7 @@ fn der_string(tag: u8, b: &[u8]) -> Option<String> {
             String::from_utf16(&u).ok()
         }
         // UniversalString: UCS-4BE.
-        0x1c if b.len() % 4 == 0 => b
+        0x1c if b.len().is_multiple_of(4) => b
             .chunks_exact(4)
             .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),
