@@ -42,6 +42,16 @@ impl Pki {
     fn key(&self) -> PathBuf {
         self.dir.path().join("server-key.pem")
     }
+    /// The server certificate and key, served on `port`.
+    fn tls(&self, port: u16) -> Option<(PathBuf, PathBuf, u16)> {
+        Some((self.cert(), self.key(), port))
+    }
+    /// A certificate with CN=localhost and no subjectAltName (as SPICE's and QEMU's
+    /// guides make them), served on `port`.
+    fn cn_only(&self, port: u16) -> Option<(PathBuf, PathBuf, u16)> {
+        let d = self.dir.path();
+        Some((d.join("cn-cert.pem"), d.join("cn-key.pem"), port))
+    }
 
     fn make() -> Option<Pki> {
         if let Some(m) = missing(&["openssl"]) {
@@ -109,6 +119,41 @@ impl Pki {
             "-out",
             "server-cert.pem",
         ]);
+        let mut a = vec!["req", "-nodes"];
+        a.extend(ec);
+        a.extend([
+            "-keyout",
+            "cn-key.pem",
+            "-out",
+            "cn.csr",
+            "-subj",
+            "/O=coop tests/CN=localhost",
+        ]);
+        run(&a);
+        std::fs::write(
+            d.join("cn-ext.cnf"),
+            "basicConstraints=CA:FALSE
+extendedKeyUsage=serverAuth
+",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "cn.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "cn-ext.cnf",
+            "-out",
+            "cn-cert.pem",
+        ]);
         Some(Pki { dir })
     }
 }
@@ -173,7 +218,7 @@ struct Served {
     control: spice_server::ControlHandle,
 }
 
-fn serve(x: &Xvfb, plain: Option<u16>, tls: Option<(&Pki, u16)>) -> Served {
+fn serve(x: &Xvfb, plain: Option<u16>, tls: Option<(PathBuf, PathBuf, u16)>) -> Served {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -182,11 +227,7 @@ fn serve(x: &Xvfb, plain: Option<u16>, tls: Option<(&Pki, u16)>) -> Served {
     let src = spice_server::coop_display::X11Source::connect(&x.name).expect("X11Source");
     let cfg = spice_server::Config {
         port: plain,
-        tls: tls.map(|(p, port)| TlsConfig {
-            port,
-            cert: p.cert(),
-            key: p.key(),
-        }),
+        tls: tls.map(|(cert, key, port)| TlsConfig { port, cert, key }),
         ticketing: Ticketing::Disabled,
         name: format!("tls test {}", x.name),
         ..Default::default()
@@ -224,7 +265,7 @@ fn tls_only_server_gives_the_exact_screen_over_tls() {
         "xsetroot",
         &["-mod", "3", "5", "-fg", "#1f4e8c", "-bg", "#f2c14e"]
     ));
-    let _s = serve(&x, None, Some((&pki, 16311)));
+    let _s = serve(&x, None, pki.tls(16311));
     let t0 = Instant::now();
     let c = shot(tls_cfg("localhost", 16311, &pki.ca())).expect("screenshot over TLS");
     eprintln!("TLS screenshot complete after {:?}", t0.elapsed());
@@ -259,7 +300,8 @@ fn certificate_checks_refuse_wrong_ca_name_and_subject() {
     let Some(pki) = Pki::make() else { return };
     let Some(x) = Xvfb::start(182) else { return };
     assert!(x.run("xsetroot", &["-solid", "#336699"]));
-    let s = serve(&x, None, Some((&pki, 16312)));
+    let s = serve(&x, None, pki.tls(16312));
+    let _cn_only = serve(&x, None, pki.cn_only(16318));
     s.rt.block_on(async {
         let connect = |cfg: ClientConfig| Session::connect(cfg);
         // The right CA and a name the certificate covers.
@@ -309,6 +351,21 @@ fn certificate_checks_refuse_wrong_ca_name_and_subject() {
         let e = tls_refusal(connect(cfg).await, "127.0.0.1");
         assert!(e.contains("unknown issuer"), "{e}");
 
+        // Without subjectAltName the CN names the host, as spice-gtk accepts.
+        connect(tls_cfg("localhost", 16318, &pki.ca()))
+            .await
+            .expect("CN-only certificate for localhost");
+        let e = tls_refusal(
+            connect(tls_cfg("127.0.0.1", 16318, &pki.ca())).await,
+            "127.0.0.1",
+        );
+        assert!(e.contains("not valid for this host name"), "{e}");
+        let e = tls_refusal(
+            connect(tls_cfg("localhost", 16318, &pki.other_ca())).await,
+            "localhost",
+        );
+        assert!(e.contains("unknown issuer"), "{e}");
+
         // A missing CA file is named.
         let e = tls_refusal(
             connect(tls_cfg(
@@ -356,7 +413,7 @@ fn need_secured_on_the_plain_port_moves_each_channel_to_tls() {
     let Some(pki) = Pki::make() else { return };
     let Some(x) = Xvfb::start(183) else { return };
     assert!(x.run("xsetroot", &["-solid", "#884422"]));
-    let _s = serve(&x, None, Some((&pki, 16313)));
+    let _s = serve(&x, None, pki.tls(16313));
     let refused = need_secured_port(16314);
     let mut cfg = tls_cfg("localhost", 16313, &pki.ca());
     cfg.port = 16314;
@@ -417,7 +474,7 @@ fn handover_and_migration_from_plain_to_a_tls_only_server_are_followed() {
     assert!(ax.run("xsetroot", &["-solid", "#cc3311"]));
     assert!(bx.run("xsetroot", &["-solid", "#22aa55"]));
     let a = serve(&ax, Some(16315), None);
-    let b = serve(&bx, None, Some((&pki, 16316)));
+    let b = serve(&bx, None, pki.tls(16316));
     // B's certificate does not cover 127.0.0.1: only the subject the hand-over
     // carries lets the client accept it.
     let target = HandoverTarget {
