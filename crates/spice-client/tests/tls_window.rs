@@ -80,6 +80,9 @@ openssl x509 -req -in s.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // The viewer's X server first, so that it goes last: when it dies Xlib ends the
+    // process, and on a failed assertion the served one must be gone by then.
+    let _viewer_x = xvfb(190, "1280x1024x24");
     let _served = xvfb(189, "640x480x24");
     assert!(x_ok(189, "xsetroot", &["-solid", "#2266aa"]));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -104,7 +107,6 @@ openssl x509 -req -in s.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2
     let stats = server.stats_handle();
     rt.spawn(server.run());
 
-    let _viewer_x = xvfb(190, "1280x1024x24");
     // winit finds the X server through DISPLAY; nothing else in this binary uses X.
     std::env::set_var("DISPLAY", ":190");
     let quit = Arc::new(AtomicBool::new(false));
