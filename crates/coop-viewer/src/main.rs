@@ -22,8 +22,20 @@ const EXIT_AUTH: u8 = 2;
 struct Args {
     /// Server host.
     host: String,
-    /// Server port.
+    /// Server port (0: TLS only).
     port: u16,
+    /// Server TLS port.
+    #[arg(long, value_name = "PORT")]
+    tls_port: Option<u16>,
+    /// PEM file of the CAs to trust for TLS.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Expected certificate subject, checked instead of the host name.
+    #[arg(long, value_name = "SUBJECT")]
+    host_subject: Option<String>,
+    /// Channels to link over TLS: "all" or a list of channel names.
+    #[arg(long, value_name = "CHANNELS")]
+    secure_channels: Option<String>,
     /// Read the password (SPICE ticket) from FILE; a trailing newline is ignored.
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -37,6 +49,12 @@ struct Args {
 
 fn run(a: Args) -> anyhow::Result<u8> {
     let mut cfg = ClientConfig::new(a.host, a.port);
+    cfg.tls_port = a.tls_port.unwrap_or(0);
+    cfg.ca_file = a.ca_file;
+    cfg.host_subject = a.host_subject;
+    if let Some(s) = &a.secure_channels {
+        cfg.secure_channels = spice_client::SecureChannels::parse(s).map_err(anyhow::Error::msg)?;
+    }
     if let Some(f) = &a.password_file {
         let pw = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read the password file {}", f.display()))?;

@@ -1,4 +1,4 @@
-//! One SPICE channel connection over TCP: the link stage, framing, and the
+//! One SPICE channel connection over TCP or TLS: the link stage, framing, and the
 //! base protocol every channel shares (SET_ACK/ACK, PING/PONG, NOTIFY,
 //! DISCONNECTING), with byte counters.
 
@@ -14,12 +14,15 @@ use spice_proto::{
     BaseClientMsg, BaseServerMsg, Framer, HeaderKind, LinkClient, LinkClientConfig, LinkStatus,
     RawMessage,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::error::ClientError;
+use crate::tls::TlsConnector;
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Largest message body we accept (spice-server's largest images stay well below).
 pub const MAX_MESSAGE: u32 = 64 << 20;
@@ -42,6 +45,8 @@ pub fn channel_name(t: u8) -> &'static str {
 pub struct ByteCounter {
     pub channel_type: u8,
     pub channel_id: u8,
+    /// Over TLS.
+    pub secure: std::sync::atomic::AtomicBool,
     pub received: AtomicU64,
     pub sent: AtomicU64,
     pub messages: AtomicU64,
@@ -50,7 +55,7 @@ pub struct ByteCounter {
 /// Writing half of a channel, shareable between tasks.
 #[derive(Clone)]
 pub struct ChannelSender {
-    inner: Arc<Mutex<OwnedWriteHalf>>,
+    inner: Arc<Mutex<Writer>>,
     serial: Arc<AtomicU64>,
     kind: HeaderKind,
     name: &'static str,
@@ -69,10 +74,13 @@ impl ChannelSender {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
         write_message(self.kind, serial, msg_type, body, &mut out);
         let mut w = self.inner.lock().await;
-        w.write_all(&out).await.map_err(|e| ClientError::Io {
+        let io = |e: std::io::Error| ClientError::Io {
             channel: self.name,
             reason: e.to_string(),
-        })?;
+        };
+        w.write_all(&out).await.map_err(io)?;
+        // TLS may hold the record back until flushed; TCP's flush does nothing.
+        w.flush().await.map_err(io)?;
         self.counter
             .sent
             .fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -80,11 +88,19 @@ impl ChannelSender {
     }
 }
 
+/// A channel through the link stage, before its stream is split.
+struct Linked {
+    name: &'static str,
+    info: LinkInfo,
+    remaining: Vec<u8>,
+    counter: Arc<ByteCounter>,
+}
+
 /// Reading half of a linked channel.
 pub struct Channel {
     pub name: &'static str,
     pub info: LinkInfo,
-    rd: OwnedReadHalf,
+    rd: Reader,
     framer: Framer,
     pub tx: ChannelSender,
     ack_window: u32,
@@ -110,9 +126,11 @@ async fn with_timeout<T>(
 }
 
 impl Channel {
-    /// Connects to `addr` and links a channel; `timeout` bounds connect + link.
+    /// Connects to `addr`, over TLS when `tls` is given, and links a channel;
+    /// `timeout` bounds connect + handshake + link.
     pub async fn connect(
         addr: &str,
+        tls: Option<&TlsConnector>,
         cfg: LinkClientConfig,
         timeout: Duration,
     ) -> Result<Channel, ClientError> {
@@ -129,10 +147,29 @@ impl Channel {
         .await?;
         let _ = stream.set_nodelay(true);
         let left = deadline.saturating_duration_since(Instant::now());
-        with_timeout(name, "linking", left, Self::link(stream, cfg)).await
+        let Some(tls) = tls else {
+            return with_timeout(name, "linking", left, async move {
+                let mut stream = stream;
+                let linked = Self::link(&mut stream, cfg).await?;
+                let (rd, wr) = stream.into_split();
+                Ok(Self::finish(linked, Box::new(rd), Box::new(wr)))
+            })
+            .await;
+        };
+        with_timeout(name, "linking over TLS", left, async move {
+            let mut stream = tls.handshake(stream).await?;
+            let linked = Self::link(&mut stream, cfg).await?;
+            linked.counter.secure.store(true, Ordering::Relaxed);
+            let (rd, wr) = tokio::io::split(stream);
+            Ok(Self::finish(linked, Box::new(rd), Box::new(wr)))
+        })
+        .await
     }
 
-    async fn link(mut stream: TcpStream, cfg: LinkClientConfig) -> Result<Channel, ClientError> {
+    async fn link<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: &mut S,
+        cfg: LinkClientConfig,
+    ) -> Result<Linked, ClientError> {
         let name = channel_name(cfg.channel_type);
         let (ct, cid) = (cfg.channel_type, cfg.channel_id);
         let proto = |source| ClientError::Proto {
@@ -152,6 +189,7 @@ impl Channel {
         let mut out = Vec::new();
         link.start(&mut out);
         stream.write_all(&out).await.map_err(io)?;
+        stream.flush().await.map_err(io)?;
         counter.sent.fetch_add(out.len() as u64, Ordering::Relaxed);
         let mut buf = vec![0u8; 4096];
         let info = loop {
@@ -167,6 +205,7 @@ impl Channel {
             let st = link.feed(&buf[..n], &mut out).map_err(proto)?;
             if !out.is_empty() {
                 stream.write_all(&out).await.map_err(io)?;
+                stream.flush().await.map_err(io)?;
                 counter.sent.fetch_add(out.len() as u64, Ordering::Relaxed);
             }
             match st {
@@ -180,10 +219,24 @@ impl Channel {
                 }
             }
         };
+        Ok(Linked {
+            name,
+            info,
+            remaining: link.take_remaining(),
+            counter,
+        })
+    }
+
+    fn finish(l: Linked, rd: Reader, wr: Writer) -> Channel {
+        let Linked {
+            name,
+            info,
+            remaining,
+            counter,
+        } = l;
         let kind = HeaderKind::from_mini(info.mini_header);
         let mut framer = Framer::new(kind, MAX_MESSAGE);
-        framer.push(&link.take_remaining());
-        let (rd, wr) = stream.into_split();
+        framer.push(&remaining);
         let tx = ChannelSender {
             inner: Arc::new(Mutex::new(wr)),
             serial: Arc::new(AtomicU64::new(0)),
@@ -192,7 +245,7 @@ impl Channel {
             counter: counter.clone(),
         };
         tracing::debug!(channel = name, mini = info.mini_header, "linked");
-        Ok(Channel {
+        Channel {
             name,
             info,
             rd,
@@ -202,7 +255,7 @@ impl Channel {
             ack_left: 0,
             counter,
             buf: vec![0u8; 256 * 1024],
-        })
+        }
     }
 
     /// The next channel-specific message; base messages are answered here.

@@ -13,6 +13,12 @@ pub enum ClientError {
     /// The server refused the link for another reason.
     #[error("{channel} channel link refused by the server: {err}")]
     LinkRefused { channel: &'static str, err: LinkErr },
+    /// TLS could not be set up or the server's certificate was refused.
+    #[error("TLS with {host}: {reason}")]
+    Tls { host: String, reason: String },
+    /// The options cannot work (a channel required secure with no TLS port, ...).
+    #[error("bad client configuration: {0}")]
+    Config(String),
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
     #[error("{channel} channel: I/O error: {reason}")]

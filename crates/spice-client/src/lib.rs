@@ -1,9 +1,10 @@
 //! coop's SPICE client: connects to a SPICE server (QEMU, Xspice, coop's own),
 //! links the main, display, cursor and inputs channels, decodes every image
 //! format and draw command into a software canvas, and offers a headless
-//! capture of the screen. The wire format comes from `spice-proto`, the image
-//! codecs from `spice-codecs`; this crate adds the I/O (tokio), the canvas and
-//! the session logic.
+//! capture of the screen. Channels go over plain TCP or, per channel as SPICE
+//! does, over TLS (rustls; see [`tls`]). The wire format comes from `spice-proto`,
+//! the image codecs from `spice-codecs`; this crate adds the I/O (tokio), the
+//! canvas and the session logic.
 //!
 //! ```no_run
 //! use spice_client::{capture, CaptureOptions, ClientConfig};
@@ -24,13 +25,14 @@ pub mod keymap;
 pub mod output;
 pub mod report;
 pub mod session;
+pub mod tls;
 #[cfg(feature = "window")]
 pub mod viewer;
 
 pub use canvas::Pixmap;
 pub use error::ClientError;
 pub use headless::{capture, Capture, CaptureOptions};
-pub use session::{ChannelStats, ClientConfig, Session};
+pub use session::{ChannelStats, ClientConfig, SecureChannels, Session};
 
 /// The protocol crate, re-exported for constants and test servers.
 pub use spice_proto;

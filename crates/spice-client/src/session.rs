@@ -6,12 +6,12 @@
 //! an image on one may wait for an image another has yet to decode.
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use spice_codecs::glz::SharedWindow;
 use spice_proto::common::Message;
-use spice_proto::consts::{caps, channel as chan, mouse_mode};
+use spice_proto::consts::{caps, channel as chan, mouse_mode, LinkErr};
 use spice_proto::link::{has_cap, set_cap};
 use spice_proto::main_channel::ChannelId;
 use spice_proto::{
@@ -27,12 +27,80 @@ use crate::cursor::CursorState;
 use crate::display::DisplayState;
 use crate::error::ClientError;
 use crate::image::ImageCaches;
+use crate::tls::TlsConnector;
+
+/// Which channels go over TLS when the server has both a plain and a TLS port
+/// (spice-gtk's `secure-channels`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SecureChannels {
+    /// Plain, except the channels the server refuses in plain (NEED_SECURED):
+    /// those are linked again over TLS.
+    #[default]
+    Auto,
+    /// Every channel over TLS.
+    All,
+    /// These channel types over TLS, the others as in `Auto`.
+    Only(Vec<u8>),
+}
+
+impl SecureChannels {
+    /// Channel names as spice-gtk spells them, for [`SecureChannels::parse`].
+    pub const NAMES: &'static str =
+        "all, main, display, inputs, cursor, playback, record, smartcard, usbredir, port, webdav";
+
+    /// Parses `all` or a comma-separated list of channel names.
+    pub fn parse(s: &str) -> Result<SecureChannels, String> {
+        let mut v = Vec::new();
+        for n in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            v.push(match n {
+                "all" => return Ok(SecureChannels::All),
+                "main" => chan::MAIN,
+                "display" => chan::DISPLAY,
+                "inputs" => chan::INPUTS,
+                "cursor" => chan::CURSOR,
+                "playback" => chan::PLAYBACK,
+                "record" => chan::RECORD,
+                "smartcard" => chan::SMARTCARD,
+                "usbredir" => chan::USBREDIR,
+                "port" => chan::PORT,
+                "webdav" => chan::WEBDAV,
+                _ => {
+                    return Err(format!(
+                        "unknown channel {n:?} in secure channels {s:?} ({})",
+                        Self::NAMES
+                    ))
+                }
+            });
+        }
+        if v.is_empty() {
+            return Err(format!("no channel named in secure channels {s:?}"));
+        }
+        Ok(SecureChannels::Only(v))
+    }
+
+    fn wants(&self, channel_type: u8) -> bool {
+        match self {
+            SecureChannels::Auto => false,
+            SecureChannels::All => true,
+            SecureChannels::Only(v) => v.contains(&channel_type),
+        }
+    }
+}
 
 /// How to reach and talk to a SPICE server.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub host: String,
+    /// Plain TCP port; 0 when the server is reached over TLS only.
     pub port: u16,
+    /// TLS port; 0 for none. With both ports, see [`ClientConfig::secure_channels`].
+    pub tls_port: u16,
+    /// PEM file of the CAs trusted for TLS; `None`: [`crate::tls::SYSTEM_CA_FILE`].
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Check the server certificate's subject (`C=..,O=..,CN=..`) instead of its
+    /// host name. A hand-over that names the target's subject replaces it.
+    pub host_subject: Option<String>,
+    pub secure_channels: SecureChannels,
     /// The ticket; empty when the server disables ticketing.
     pub password: String,
     /// `image_compression` value to ask for (PREFERRED_COMPRESSION), if any.
@@ -52,6 +120,10 @@ impl ClientConfig {
         ClientConfig {
             host: host.into(),
             port,
+            tls_port: 0,
+            ca_file: None,
+            host_subject: None,
+            secure_channels: SecureChannels::Auto,
             password: String::new(),
             preferred_compression: None,
             timeout: Duration::from_secs(10),
@@ -62,13 +134,97 @@ impl ClientConfig {
         }
     }
 
-    fn addr(&self) -> String {
+    /// A server reached over TLS only, on `tls_port`.
+    pub fn tls(host: impl Into<String>, tls_port: u16) -> Self {
+        let mut c = ClientConfig::new(host, 0);
+        c.tls_port = tls_port;
+        c
+    }
+
+    fn addr(&self, port: u16) -> String {
         if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
+            format!("[{}]:{}", self.host, port)
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{}:{}", self.host, port)
         }
     }
+
+    /// Takes the target of a hand-over (MIGRATE_SWITCH_HOST or MIGRATE_BEGIN) as
+    /// spice-gtk does: its host and ports, and its certificate subject when given.
+    fn move_to(
+        &mut self,
+        d: &spice_proto::main_channel::MigrationDstInfo,
+    ) -> Result<(), ClientError> {
+        let text =
+            |b: &[u8]| String::from_utf8_lossy(b.strip_suffix(&[0]).unwrap_or(b)).into_owned();
+        let host = text(&d.host);
+        if host.is_empty() {
+            return Err(ClientError::Server(
+                "hand-over target without a host".into(),
+            ));
+        }
+        if d.port == 0 && d.sport == 0 {
+            return Err(ClientError::Server(format!(
+                "hand-over target {host} without a port"
+            )));
+        }
+        self.host = host;
+        self.port = d.port;
+        self.tls_port = d.sport;
+        let subject = text(&d.cert_subject);
+        if !subject.is_empty() {
+            self.host_subject = Some(subject);
+        }
+        Ok(())
+    }
+}
+
+/// The TLS client for one server, built when a channel first needs it (a server
+/// reached in plain never reads the CA file).
+type TlsCell = OnceLock<Result<TlsConnector, ClientError>>;
+
+/// Links one channel: in plain unless the options or the server (NEED_SECURED)
+/// want TLS, as spice-gtk.
+async fn link_channel(
+    cfg: &ClientConfig,
+    tls: &TlsCell,
+    link: LinkClientConfig,
+) -> Result<Channel, ClientError> {
+    let ct = link.channel_type;
+    let name = crate::channel::channel_name(ct);
+    if cfg.port != 0 && !cfg.secure_channels.wants(ct) {
+        match Channel::connect(&cfg.addr(cfg.port), None, link.clone(), cfg.timeout).await {
+            Err(ClientError::LinkRefused { err, .. })
+                if err == LinkErr::NEED_SECURED && cfg.tls_port != 0 =>
+            {
+                tracing::info!(
+                    channel = name,
+                    "the server wants this channel secured; linking it over TLS"
+                );
+            }
+            r => return r,
+        }
+    }
+    if cfg.tls_port == 0 {
+        return Err(ClientError::Config(if cfg.port == 0 {
+            format!("no port to reach {} with", cfg.host)
+        } else {
+            format!(
+                "the {name} channel must go over TLS but no TLS port is known for {}",
+                cfg.host
+            )
+        }));
+    }
+    let tls = tls
+        .get_or_init(|| {
+            TlsConnector::new(
+                &cfg.host,
+                cfg.ca_file.as_deref(),
+                cfg.host_subject.as_deref(),
+            )
+        })
+        .clone()?;
+    Channel::connect(&cfg.addr(cfg.tls_port), Some(&tls), link, cfg.timeout).await
 }
 
 /// Traffic of one channel.
@@ -76,6 +232,8 @@ impl ClientConfig {
 pub struct ChannelStats {
     pub name: &'static str,
     pub channel_id: u8,
+    /// Over TLS.
+    pub secure: bool,
     pub received: u64,
     pub sent: u64,
     pub messages: u64,
@@ -85,14 +243,20 @@ impl std::fmt::Display for ChannelStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}:{} received {} bytes, sent {} bytes, {} messages",
-            self.name, self.channel_id, self.received, self.sent, self.messages
+            "{}:{}{} received {} bytes, sent {} bytes, {} messages",
+            self.name,
+            self.channel_id,
+            if self.secure { " (TLS)" } else { "" },
+            self.received,
+            self.sent,
+            self.messages
         )
     }
 }
 
 struct Shared {
     cfg: ClientConfig,
+    tls: TlsCell,
     session_id: u32,
     /// The first display channel's state: the screen shown and captured.
     display: Arc<Mutex<Option<DisplayState>>>,
@@ -124,23 +288,15 @@ struct Shared {
     switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
 }
 
-/// Where a MIGRATE_SWITCH_HOST message sends us.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SwitchTarget {
-    host: String,
-    port: u16,
-    tls_port: u16,
-}
-
 /// How the server moves us to another server.
 enum Move {
-    /// MIGRATE_SWITCH_HOST: link afresh there.
-    Switch(SwitchTarget),
+    /// MIGRATE_SWITCH_HOST: link afresh there (the config names the target).
+    Switch(Box<ClientConfig>),
     /// Semi-seamless migration: our main channel is linked to the target with our
     /// session id and has sent it MIGRATE_END; MAIN INIT comes next on it.
     Migrated {
-        host: String,
-        port: u16,
+        cfg: Box<ClientConfig>,
+        tls: TlsCell,
         main: Box<Channel>,
     },
 }
@@ -223,24 +379,16 @@ impl Session {
                 let Some(slot) = weak.upgrade() else { return };
                 let old = lock(&slot.cur).shared.clone();
                 old.abort_tasks();
-                let mut cfg = old.cfg.clone();
                 drop(slot);
                 let seamless = matches!(mv, Move::Migrated { .. });
                 let opened = match mv {
-                    Move::Switch(t) if t.port == 0 => Err(ClientError::Unsupported(
-                        "hand-over to a server reachable only over TLS",
-                    )),
-                    Move::Switch(t) => {
-                        tracing::info!(host = %t.host, port = t.port, "server handed us over; reconnecting");
-                        cfg.host = t.host;
-                        cfg.port = t.port;
-                        open(cfg, switch_tx.clone()).await
+                    Move::Switch(cfg) => {
+                        tracing::info!(host = %cfg.host, port = cfg.port, tls_port = cfg.tls_port, "server handed us over; reconnecting");
+                        open(*cfg, switch_tx.clone()).await
                     }
-                    Move::Migrated { host, port, main } => {
-                        tracing::info!(%host, port, "migrated to another server");
-                        cfg.host = host;
-                        cfg.port = port;
-                        start(cfg, *main, switch_tx.clone()).await
+                    Move::Migrated { cfg, tls, main } => {
+                        tracing::info!(host = %cfg.host, port = cfg.port, tls_port = cfg.tls_port, "migrated to another server");
+                        start(*cfg, tls, *main, switch_tx.clone()).await
                     }
                 };
                 match opened {
@@ -293,6 +441,12 @@ impl Session {
         let sh = self.sh();
         (sh.cfg.host.clone(), sh.cfg.port)
     }
+
+    /// The settings of the server linked now: after a hand-over, the target's
+    /// host, ports and certificate subject.
+    pub fn current_config(&self) -> ClientConfig {
+        self.sh().cfg.clone()
+    }
 }
 
 /// Links the main channel of one server and starts its channel tasks.
@@ -300,23 +454,29 @@ async fn open(
     cfg: ClientConfig,
     switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
 ) -> Result<(Arc<Shared>, ChannelSender), ClientError> {
-    let main = link_main(&cfg, 0).await?;
-    start(cfg, main, switch_tx).await
+    let tls = TlsCell::new();
+    let main = link_main(&cfg, &tls, 0).await?;
+    start(cfg, tls, main, switch_tx).await
 }
 
 /// Links a main channel: `connection_id` 0 for a new session, else the session a
 /// migration target was told to expect.
-async fn link_main(cfg: &ClientConfig, connection_id: u32) -> Result<Channel, ClientError> {
+async fn link_main(
+    cfg: &ClientConfig,
+    tls: &TlsCell,
+    connection_id: u32,
+) -> Result<Channel, ClientError> {
     let mut link = LinkClientConfig::new(connection_id, chan::MAIN, 0, &cfg.password);
     set_cap(&mut link.channel_caps, caps::main::SEMI_SEAMLESS_MIGRATE);
     set_cap(&mut link.channel_caps, caps::main::NAME_AND_UUID);
     set_cap(&mut link.channel_caps, caps::main::AGENT_CONNECTED_TOKENS);
-    Channel::connect(&cfg.addr(), link, cfg.timeout).await
+    link_channel(cfg, tls, link).await
 }
 
 /// Waits for MAIN INIT on a linked main channel and starts the session's tasks.
 async fn start(
     cfg: ClientConfig,
+    tls: TlsCell,
     mut main: Channel,
     switch_tx: tokio::sync::mpsc::UnboundedSender<Move>,
 ) -> Result<(Arc<Shared>, ChannelSender), ClientError> {
@@ -353,6 +513,7 @@ async fn start(
         switching: Default::default(),
         switch_tx,
         cfg,
+        tls,
     });
     let main_tx = main.tx.clone();
     let supported = init.supported_mouse_modes as u16;
@@ -517,6 +678,7 @@ impl Session {
             .map(|c| ChannelStats {
                 name: crate::channel::channel_name(c.channel_type),
                 channel_id: c.channel_id,
+                secure: c.secure.load(Ordering::Relaxed),
                 received: c.received.load(Ordering::Relaxed),
                 sent: c.sent.load(Ordering::Relaxed),
                 messages: c.messages.load(Ordering::Relaxed),
@@ -593,9 +755,8 @@ async fn flush_agent(sh: &Shared, tx: &ChannelSender) -> Result<(), ClientError>
 
 async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientError> {
     let tx = main.tx.clone();
-    // A semi-seamless migration under way: the target's host, port and our main
-    // channel linked there.
-    let mut pending: Option<(String, u16, Channel)> = None;
+    // A semi-seamless migration under way: the target and our main channel linked there.
+    let mut pending: Option<(ClientConfig, TlsCell, Channel)> = None;
     loop {
         let m = main.recv().await?;
         match decode_main(&m)? {
@@ -626,30 +787,25 @@ async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientErr
             }
             MainServerMsg::MigrateBegin(d) => {
                 let mut cfg = sh.cfg.clone();
-                cfg.host = String::from_utf8_lossy(d.host.strip_suffix(&[0]).unwrap_or(&d.host))
-                    .into_owned();
-                cfg.port = d.port;
-                let linked = if cfg.port == 0 || cfg.host.is_empty() {
-                    Err(ClientError::Unsupported(
-                        "migration to a server reachable only over TLS",
-                    ))
-                } else {
-                    link_main(&cfg, sh.session_id).await
+                let tls = TlsCell::new();
+                let linked = match cfg.move_to(&d) {
+                    Ok(()) => link_main(&cfg, &tls, sh.session_id).await,
+                    Err(e) => Err(e),
                 };
                 match linked {
                     Ok(ch) => {
-                        pending = Some((cfg.host, cfg.port, ch));
+                        pending = Some((cfg, tls, ch));
                         tx.send(&MainClientMsg::MigrateConnected).await?;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, host = %cfg.host, port = cfg.port, "cannot link to the migration target");
+                        tracing::warn!(error = %e, host = %cfg.host, port = cfg.port, tls_port = cfg.tls_port, "cannot link to the migration target");
                         tx.send(&MainClientMsg::MigrateConnectError).await?;
                     }
                 }
             }
             MainServerMsg::MigrateCancel => pending = None,
             MainServerMsg::MigrateEnd => {
-                let Some((host, port, dst)) = pending.take() else {
+                let Some((cfg, tls, dst)) = pending.take() else {
                     return Err(ClientError::Server(
                         "MIGRATE_END without a migration under way".into(),
                     ));
@@ -660,29 +816,18 @@ async fn main_loop(sh: &Arc<Shared>, main: &mut Channel) -> Result<(), ClientErr
                 return sh
                     .switch_tx
                     .send(Move::Migrated {
-                        host,
-                        port,
+                        cfg: Box::new(cfg),
+                        tls,
                         main: Box::new(dst),
                     })
                     .map_err(|_| ClientError::Server("session dropped while migrating".into()));
             }
             MainServerMsg::MigrateSwitchHost(d) => {
-                let text = |b: &[u8]| {
-                    String::from_utf8_lossy(b.strip_suffix(&[0]).unwrap_or(b)).into_owned()
-                };
-                let t = SwitchTarget {
-                    host: text(&d.host),
-                    port: d.port,
-                    tls_port: d.sport,
-                };
-                if t.host.is_empty() {
-                    return Err(ClientError::Server(
-                        "MIGRATE_SWITCH_HOST without a host".into(),
-                    ));
-                }
+                let mut cfg = sh.cfg.clone();
+                cfg.move_to(&d)?;
                 sh.switching.store(true, Ordering::SeqCst);
                 // Returning drops this main channel: the server sees us leave.
-                return sh.switch_tx.send(Move::Switch(t)).map_err(|_| {
+                return sh.switch_tx.send(Move::Switch(Box::new(cfg))).map_err(|_| {
                     ClientError::Server("session dropped while switching servers".into())
                 });
             }
@@ -726,7 +871,7 @@ async fn run_channel(sh: &Arc<Shared>, c: ChannelId) -> Result<(), ClientError> 
             set_cap(&mut link.channel_caps, cap);
         }
     }
-    let mut ch = Channel::connect(&cfg.addr(), link, cfg.timeout).await?;
+    let mut ch = link_channel(cfg, &sh.tls, link).await?;
     lock(&sh.counters).push(ch.counter.clone());
     match c.channel_type {
         chan::DISPLAY => {

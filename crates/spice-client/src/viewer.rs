@@ -54,7 +54,15 @@ pub fn run_window(
             reason: e.to_string(),
         })?;
     let title = if opts.title.is_empty() {
-        format!("coop view {}:{}", cfg.host, cfg.port)
+        format!(
+            "coop view {}:{}",
+            cfg.host,
+            if cfg.port != 0 {
+                cfg.port
+            } else {
+                cfg.tls_port
+            }
+        )
     } else {
         opts.title.clone()
     };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use spice_client::{capture, CaptureOptions, ClientConfig, ClientError};
+use spice_client::{capture, CaptureOptions, ClientConfig, ClientError, SecureChannels};
 
 /// `--wait-ms` when not given.
 const DEFAULT_WAIT_MS: u64 = 300;
@@ -18,7 +18,8 @@ const EXIT_AUTH: u8 = 2;
 // `-h` is the host, as in spicec; help stays reachable as --help.
 #[command(disable_help_flag = true)]
 pub struct Args {
-    /// spice://HOST:PORT (or spice://HOST?port=PORT).
+    /// spice://HOST:PORT, spice://HOST?port=PORT&tls-port=TLSPORT, or
+    /// spice+tls://HOST:TLSPORT.
     #[arg(value_name = "URI")]
     uri: Option<String>,
     /// Server host (instead of a URI).
@@ -27,6 +28,23 @@ pub struct Args {
     /// Server port (instead of a URI).
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     port: Option<u16>,
+    /// Server TLS port (instead of or besides a plain port). Every channel then
+    /// makes its own TLS connection there.
+    #[arg(short = 's', long = "tls-port", value_name = "PORT")]
+    tls_port: Option<u16>,
+    /// PEM file of the CA certificates to trust for TLS
+    /// [default: /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Check that the server certificate's subject is this ("C=XX,O=Org,CN=name")
+    /// instead of checking the host name.
+    #[arg(long, value_name = "SUBJECT")]
+    host_subject: Option<String>,
+    /// Channels to link over TLS even when a plain port is given: "all" or a list
+    /// such as "main,inputs". Without it, channels go plain unless the server
+    /// demands TLS for them.
+    #[arg(long, value_name = "CHANNELS")]
+    secure_channels: Option<String>,
     /// Read the password (SPICE ticket) from FILE; a trailing newline is ignored.
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -53,22 +71,37 @@ pub struct Args {
     help: Option<bool>,
 }
 
-fn parse_uri(uri: &str) -> anyhow::Result<(String, Option<u16>)> {
-    let rest = uri
-        .strip_prefix("spice://")
-        .with_context(|| format!("{uri:?} is not a spice:// URI"))?;
+/// Where a URI points.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: Option<u16>,
+    tls_port: Option<u16>,
+}
+
+fn parse_uri(uri: &str) -> anyhow::Result<Target> {
+    let (rest, tls) = if let Some(r) = uri.strip_prefix("spice://") {
+        (r, false)
+    } else if let Some(r) = uri.strip_prefix("spice+tls://") {
+        (r, true)
+    } else {
+        bail!("{uri:?} is not a spice:// or spice+tls:// URI");
+    };
+    let num = |v: &str| -> anyhow::Result<u16> {
+        v.parse()
+            .with_context(|| format!("bad port {v:?} in {uri:?}"))
+    };
     let (hostport, query) = match rest.split_once('?') {
         Some((h, q)) => (h.trim_end_matches('/'), Some(q)),
         None => (rest.trim_end_matches('/'), None),
     };
-    let mut port = None;
+    let (mut port, mut tls_port) = (None, None);
     if let Some(q) = query {
         for kv in q.split('&') {
             if let Some(v) = kv.strip_prefix("port=") {
-                port = Some(
-                    v.parse()
-                        .with_context(|| format!("bad port {v:?} in {uri:?}"))?,
-                );
+                port = Some(num(v)?);
+            } else if let Some(v) = kv.strip_prefix("tls-port=") {
+                tls_port = Some(num(v)?);
             }
         }
     }
@@ -84,15 +117,21 @@ fn parse_uri(uri: &str) -> anyhow::Result<(String, Option<u16>)> {
         }
     };
     if let Some(p) = p {
-        port = Some(
-            p.parse()
-                .with_context(|| format!("bad port {p:?} in {uri:?}"))?,
-        );
+        // spice+tls://HOST:PORT names the TLS port, as in remote-viewer.
+        if tls {
+            tls_port = Some(num(p)?);
+        } else {
+            port = Some(num(p)?);
+        }
     }
     if host.is_empty() {
         bail!("no host in {uri:?}");
     }
-    Ok((host, port))
+    Ok(Target {
+        host,
+        port,
+        tls_port,
+    })
 }
 
 fn compression(name: &str) -> anyhow::Result<u8> {
@@ -112,7 +151,7 @@ fn print_stats(stats: &[spice_client::ChannelStats]) {
 
 /// The window runs in `coop-viewer` (beside this binary, else on PATH): see its crate
 /// doc for why. Replaces this process; returns only when it cannot be started.
-fn exec_viewer(a: &Args, host: &str, port: u16) -> anyhow::Result<u8> {
+fn exec_viewer(a: &Args, host: &str, port: u16, tls_port: u16) -> anyhow::Result<u8> {
     use std::os::unix::process::CommandExt;
     let beside = std::env::current_exe()
         .ok()
@@ -121,6 +160,18 @@ fn exec_viewer(a: &Args, host: &str, port: u16) -> anyhow::Result<u8> {
     let exe = beside.unwrap_or_else(|| PathBuf::from("coop-viewer"));
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg(host).arg(port.to_string());
+    if tls_port != 0 {
+        cmd.arg("--tls-port").arg(tls_port.to_string());
+    }
+    if let Some(f) = &a.ca_file {
+        cmd.arg("--ca-file").arg(f);
+    }
+    if let Some(s) = &a.host_subject {
+        cmd.arg("--host-subject").arg(s);
+    }
+    if let Some(s) = &a.secure_channels {
+        cmd.arg("--secure-channels").arg(s);
+    }
     if let Some(f) = &a.password_file {
         cmd.arg("--password-file").arg(f);
     }
@@ -140,12 +191,12 @@ fn exec_viewer(a: &Args, host: &str, port: u16) -> anyhow::Result<u8> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let (mut host, mut port) = match &a.uri {
+    let (mut host, mut port, mut tls_port) = match &a.uri {
         Some(u) => {
-            let (h, p) = parse_uri(u)?;
-            (Some(h), p)
+            let t = parse_uri(u)?;
+            (Some(t.host), t.port, t.tls_port)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     if a.host.is_some() {
         host = a.host.clone();
@@ -153,12 +204,29 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     if a.port.is_some() {
         port = a.port;
     }
+    if a.tls_port.is_some() {
+        tls_port = a.tls_port;
+    }
     let host = host.context("no server given: use spice://HOST:PORT or -h HOST -p PORT")?;
-    let port = port.context("no port given: use spice://HOST:PORT or -p PORT")?;
+    let (port, tls_port) = (port.unwrap_or(0), tls_port.unwrap_or(0));
+    if port == 0 && tls_port == 0 {
+        bail!("no port given: use spice://HOST:PORT, -p PORT or --tls-port PORT");
+    }
+    let secure = match &a.secure_channels {
+        Some(s) => SecureChannels::parse(s).map_err(anyhow::Error::msg)?,
+        None => SecureChannels::Auto,
+    };
+    if secure != SecureChannels::Auto && tls_port == 0 {
+        bail!("--secure-channels needs a TLS port (--tls-port or tls-port= in the URI)");
+    }
     let Some(out) = &a.screenshot else {
-        return exec_viewer(&a, &host, port);
+        return exec_viewer(&a, &host, port, tls_port);
     };
     let mut cfg = ClientConfig::new(host, port);
+    cfg.tls_port = tls_port;
+    cfg.ca_file = a.ca_file.clone();
+    cfg.host_subject = a.host_subject.clone();
+    cfg.secure_channels = secure;
     if let Some(f) = &a.password_file {
         let pw = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read the password file {}", f.display()))?;
@@ -222,20 +290,38 @@ mod tests {
 
     #[test]
     fn uris() {
+        let t = |host: &str, port, tls_port| Target {
+            host: host.into(),
+            port,
+            tls_port,
+        };
         assert_eq!(
             parse_uri("spice://127.0.0.1:5930").unwrap(),
-            ("127.0.0.1".into(), Some(5930))
+            t("127.0.0.1", Some(5930), None)
         );
         assert_eq!(
             parse_uri("spice://h?port=7").unwrap(),
-            ("h".into(), Some(7))
+            t("h", Some(7), None)
         );
         assert_eq!(
             parse_uri("spice://[::1]:9/").unwrap(),
-            ("::1".into(), Some(9))
+            t("::1", Some(9), None)
+        );
+        assert_eq!(
+            parse_uri("spice://h?tls-port=5901").unwrap(),
+            t("h", None, Some(5901))
+        );
+        assert_eq!(
+            parse_uri("spice://h?port=5900&tls-port=5901").unwrap(),
+            t("h", Some(5900), Some(5901))
+        );
+        assert_eq!(
+            parse_uri("spice+tls://h:5901").unwrap(),
+            t("h", None, Some(5901))
         );
         assert!(parse_uri("http://x:1").is_err());
         assert!(parse_uri("spice://:1").is_err());
+        assert!(parse_uri("spice://h?tls-port=x").is_err());
     }
 
     /// A server whose link stage refuses every ticket but "right".
