@@ -4,7 +4,7 @@
 set -euo pipefail
 want_run=(busybox-static debootstrap nftables dnsmasq-base iproute2 e2fsprogs xz-utils zstd user-mode-linux xvfb)
 want_test=(lxc xvfb x11-apps x11-utils x11-xserver-utils xterm xdotool xclip imagemagick
-           spice-client-gtk virt-viewer xserver-xspice user-mode-linux iperf3 hyperfine tshark)
+           spice-client-gtk virt-viewer xserver-xspice user-mode-linux iperf3 hyperfine tshark openssl)
 pkgs=("${want_run[@]}")
 [ "${1:-run}" = test ] && pkgs+=("${want_test[@]}")
 missing=()
