@@ -16,6 +16,10 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
+use x509_parser::asn1_rs::{Any, Tag};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
+use x509_parser::prelude::FromDer;
 
 use crate::error::ClientError;
 
@@ -328,151 +332,53 @@ fn subjects_match(wanted: &[(String, String)], found: &[(String, String)]) -> bo
             .all(|((wk, wv), (fk, fv))| wk == fk && canonical(wv) == canonical(fv))
 }
 
-/// One DER element: (tag, contents, rest).
-fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, b) = b.split_first()?;
-    let (&l0, mut b) = b.split_first()?;
-    let len = if l0 < 0x80 {
-        usize::from(l0)
-    } else {
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 4 || b.len() < n {
-            return None;
+/// An attribute value as text. x509-parser's own `as_str` leaves out several
+/// string types certificates use, so the value is decoded by its tag here: the
+/// 8-bit types as UTF-8, TeletexString as Latin-1 (what it holds in practice),
+/// BMPString and UniversalString through asn1-rs.
+fn attr_text(v: &Any<'_>) -> Option<String> {
+    match v.tag() {
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::NumericString
+        | Tag::VisibleString => String::from_utf8(v.data.to_vec()).ok(),
+        Tag::T61String => Some(v.data.iter().map(|&c| char::from(c)).collect()),
+        // asn1-rs reads a lone trailing byte as a UTF-16 unit: refuse it first.
+        Tag::BmpString if v.data.len().is_multiple_of(2) => {
+            v.as_bmpstring().ok().map(|s| s.string())
         }
-        let v = b[..n]
-            .iter()
-            .fold(0usize, |a, &x| (a << 8) | usize::from(x));
-        b = &b[n..];
-        v
-    };
-    if b.len() < len {
-        return None;
-    }
-    Some((tag, &b[..len], &b[len..]))
-}
-
-fn oid_text(b: &[u8]) -> Option<String> {
-    let (&first, rest) = b.split_first()?;
-    let mut parts = vec![u64::from(first / 40).min(2), 0];
-    parts[1] = u64::from(first) - parts[0] * 40;
-    let mut v: u64 = 0;
-    for &x in rest {
-        if v > (u64::MAX >> 7) {
-            return None;
-        }
-        v = (v << 7) | u64::from(x & 0x7f);
-        if x & 0x80 == 0 {
-            parts.push(v);
-            v = 0;
-        }
-    }
-    Some(
-        parts
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join("."),
-    )
-}
-
-fn der_string(tag: u8, b: &[u8]) -> Option<String> {
-    match tag {
-        // UTF8String, PrintableString, IA5String, NumericString, VisibleString.
-        0x0c | 0x13 | 0x16 | 0x12 | 0x1a => String::from_utf8(b.to_vec()).ok(),
-        // TeletexString: Latin-1 in practice.
-        0x14 => Some(b.iter().map(|&c| char::from(c)).collect()),
-        // BMPString: UTF-16BE.
-        0x1e if b.len().is_multiple_of(2) => {
-            let u: Vec<u16> = b
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16(&u).ok()
-        }
-        // UniversalString: UCS-4BE.
-        0x1c if b.len().is_multiple_of(4) => b
-            .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
+        Tag::UniversalString => v.as_universalstring().ok().map(|s| s.string()),
         _ => None,
     }
 }
 
-/// A DER certificate's subject (the Name's contents) and the TBS fields after it.
-fn subject_and_rest(cert: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (0x30, c, _) = der(cert)? else {
-        return None;
-    };
-    let (0x30, tbs, _) = der(c)? else { return None };
-    let mut rest = tbs;
-    let (tag, _, r) = der(rest)?;
-    // The optional [0] version comes before the serial number.
-    if tag == 0xa0 {
-        rest = r;
-    }
-    // serial, signature algorithm, issuer, validity: then the subject.
-    for _ in 0..4 {
-        rest = der(rest)?.2;
-    }
-    let (0x30, name, after) = der(rest)? else {
-        return None;
-    };
-    Some((name, after))
+fn parse_cert(cert: &[u8]) -> Option<X509Certificate<'_>> {
+    X509Certificate::from_der(cert).ok().map(|(_, c)| c)
 }
 
 /// Whether a DER certificate has a subjectAltName extension.
 pub fn has_subject_alt_name(cert: &[u8]) -> Option<bool> {
-    let (_, after) = subject_and_rest(cert)?;
-    // subjectPublicKeyInfo, then optional [1] and [2] unique ids, then [3] extensions.
-    let mut rest = der(after)?.2;
-    while !rest.is_empty() {
-        let (tag, body, r) = der(rest)?;
-        rest = r;
-        if tag != 0xa3 {
-            continue;
-        }
-        let (0x30, mut exts, _) = der(body)? else {
-            return None;
-        };
-        while !exts.is_empty() {
-            let (0x30, ext, r) = der(exts)? else {
-                return None;
-            };
-            exts = r;
-            let (0x06, oid, _) = der(ext)? else {
-                return None;
-            };
-            // 2.5.29.17
-            if oid == [0x55, 0x1d, 0x11] {
-                return Some(true);
-            }
-        }
-    }
-    Some(false)
+    Some(
+        parse_cert(cert)?
+            .extensions()
+            .iter()
+            .any(|e| e.oid == OID_X509_EXT_SUBJECT_ALT_NAME),
+    )
 }
 
 /// The subject of a DER certificate as (key, value) attributes in order.
 pub fn cert_subject(cert: &[u8]) -> Option<Vec<(String, String)>> {
-    let (mut name, _) = subject_and_rest(cert)?;
-    let mut out = Vec::new();
-    while !name.is_empty() {
-        let (0x31, mut set, r) = der(name)? else {
-            return None;
-        };
-        name = r;
-        while !set.is_empty() {
-            let (0x30, atv, r) = der(set)? else {
-                return None;
-            };
-            set = r;
-            let (0x06, oid, r) = der(atv)? else {
-                return None;
-            };
-            let (tag, val, _) = der(r)?;
-            out.push((attr_key(&oid_text(oid)?), der_string(tag, val)?));
-        }
-    }
-    Some(out)
+    parse_cert(cert)?
+        .subject()
+        .iter_attributes()
+        .map(|a| {
+            Some((
+                attr_key(&a.attr_type().to_id_string()),
+                attr_text(a.attr_value())?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -510,5 +416,113 @@ mod tests {
             parse_subject("commonName=a,2.5.4.3=b").unwrap(),
             vec![("commonName".into(), "a".into()), ("CN".into(), "b".into())]
         );
+    }
+
+    /// Made once with `openssl req -x509` (P-256 keys, no private key kept).
+    /// With subjectAltName; UTF8String/PrintableString/IA5String attributes.
+    const CERT_SAN: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIICfjCCAiWgAwIBAgITB+8jkoZMdwTpydmulpHDr+hcaTAKBggqhkjOPQQDAjCB\n\
+hzELMAkGA1UEBhMCWFgxEzARBgNVBAgMClNvbWUgU3RhdGUxDTALBgNVBAcMBFRv\n\
+d24xEjAQBgNVBAoMCU9yZywgSW5jLjENMAsGA1UECwwEVW5pdDEVMBMGA1UEAwwM\n\
+aG9zdC5leGFtcGxlMRowGAYJKoZIhvcNAQkBFgthQGIuZXhhbXBsZTAgFw0yNjEx\n\
+MjYyMzA2MThaGA8yMTI2MTEwMjIzMDYxOFowgYcxCzAJBgNVBAYTAlhYMRMwEQYD\n\
+VQQIDApTb21lIFN0YXRlMQ0wCwYDVQQHDARUb3duMRIwEAYDVQQKDAlPcmcsIElu\n\
+Yy4xDTALBgNVBAsMBFVuaXQxFTATBgNVBAMMDGhvc3QuZXhhbXBsZTEaMBgGCSqG\n\
+SIb3DQEJARYLYUBiLmV4YW1wbGUwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAR/\n\
+6NB0leOUE+NrSoCyvg8yPIxwxs0UOlQtslcn1VJcemBWo7NP0MseSN2sbGfTIS6l\n\
+Jc07VutvePl1zqOI16ugo2wwajAdBgNVHQ4EFgQUECP5KIAw3TLCfqCStFqLLCQ/\n\
+y90wHwYDVR0jBBgwFoAUECP5KIAw3TLCfqCStFqLLCQ/y90wDwYDVR0TAQH/BAUw\n\
+AwEB/zAXBgNVHREEEDAOggxob3N0LmV4YW1wbGUwCgYIKoZIzj0EAwIDRwAwRAIg\n\
+MQbe8d+8MX3ZuZTCfxkGlgxnKUHjOOtJEOM49bno0xgCIDJrzq0d6dCAPz1DxKCL\n\
+7ROyMfqnGdNEodXYNB4As6tK\n\
+-----END CERTIFICATE-----\n\
+";
+    /// No extensions; O is a TeletexString (Latin-1 "Café"), CN a BMPString.
+    const CERT_T61_BMP: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBXzCCAQUCFFWiAmJd66Qyvekrkgvlk0hLEKwJMAoGCCqGSM49BAMCMDExCzAJ\n\
+BgNVBAYTAlhYMQ0wCwYDVQQKFARDYWbpMRMwEQYDVQQDHgoDqQBtAGUAZwBhMCAX\n\
+DTI2MTEyNjIzMDYyN1oYDzIxMjYxMTAyMjMwNjI3WjAxMQswCQYDVQQGEwJYWDEN\n\
+MAsGA1UEChQEQ2Fm6TETMBEGA1UEAx4KA6kAbQBlAGcAYTBZMBMGByqGSM49AgEG\n\
+CCqGSM49AwEHA0IABMHPflrPKRm8DGA6jteMQASDA7rB0gRqe7oHPFR5uxkAq00I\n\
+ES0V1wrk090rAGjoOwmog490uSm9YYprA49tmjAwCgYIKoZIzj0EAwIDSAAwRQIh\n\
+AODRg+6M2oZ4cIKKGbLn+PxjszbL7ey8IjOQwMJTI6LoAiABxCTOSbwPUd+aFWdc\n\
+dO/2yz3wNpwoq49u+IQr3UsESQ==\n\
+-----END CERTIFICATE-----\n\
+";
+    /// Extensions (key ids, basic constraints) but no subjectAltName.
+    const CERT_NO_SAN: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBojCCAUmgAwIBAgIUal+i9tZag9vuQ60NuNJT4rL5rX4wCgYIKoZIzj0EAwIw\n\
+JjESMBAGA1UECgwJY29vcCB0ZXN0MRAwDgYDVQQDDAdvbmx5LWNuMCAXDTI2MTEy\n\
+NjIzMDYzMloYDzIxMjYxMTAyMjMwNjMyWjAmMRIwEAYDVQQKDAljb29wIHRlc3Qx\n\
+EDAOBgNVBAMMB29ubHktY24wWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASuCm9n\n\
+0O2/ky0xHuerW43KqE5dGa6bRdFpt4plY081Cf+e0f61HPBQubsgL8ZG6QVlx7Ag\n\
++p21PfIGUPE7rMumo1MwUTAdBgNVHQ4EFgQUudETSgG80E7jhGGE/zBfJt3cZwww\n\
+HwYDVR0jBBgwFoAUudETSgG80E7jhGGE/zBfJt3cZwwwDwYDVR0TAQH/BAUwAwEB\n\
+/zAKBggqhkjOPQQDAgNHADBEAiBoETxwBNfRPwOMKPNsfY/a0qx7JUtOsO60nG6R\n\
+yOzbNQIgDueGjehtDR33IK9A2pfW5SExhI76URZz7ORlxUbkg7Y=\n\
+-----END CERTIFICATE-----\n\
+";
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn certificate_subjects_read_with_openssl_names_and_string_types() {
+        assert_eq!(
+            cert_subject(&der(CERT_SAN)),
+            Some(pairs(&[
+                ("C", "XX"),
+                ("ST", "Some State"),
+                ("L", "Town"),
+                ("O", "Org, Inc."),
+                ("OU", "Unit"),
+                ("CN", "host.example"),
+                ("emailAddress", "a@b.example"),
+            ]))
+        );
+        assert_eq!(
+            cert_subject(&der(CERT_T61_BMP)),
+            Some(pairs(&[("C", "XX"), ("O", "Café"), ("CN", "Ωmega")]))
+        );
+        let wanted = parse_subject("o=COOP  test, CN=only-cn").unwrap();
+        assert!(subjects_match(
+            &wanted,
+            &cert_subject(&der(CERT_NO_SAN)).unwrap()
+        ));
+    }
+
+    #[test]
+    fn subject_alt_name_presence() {
+        assert_eq!(has_subject_alt_name(&der(CERT_SAN)), Some(true));
+        assert_eq!(has_subject_alt_name(&der(CERT_T61_BMP)), Some(false));
+        assert_eq!(has_subject_alt_name(&der(CERT_NO_SAN)), Some(false));
+    }
+
+    #[test]
+    fn malformed_certificates_are_refused_without_panic() {
+        let good = der(CERT_SAN);
+        for n in 0..good.len() {
+            assert_eq!(cert_subject(&good[..n]), None, "truncated to {n} bytes");
+            assert_eq!(
+                has_subject_alt_name(&good[..n]),
+                None,
+                "truncated to {n} bytes"
+            );
+        }
+        assert_eq!(cert_subject(b"not a certificate"), None);
+        assert_eq!(has_subject_alt_name(&[]), None);
     }
 }
