@@ -197,6 +197,24 @@ impl std::fmt::Display for DeviceRule {
     }
 }
 
+/// LXC's default device allow list (common.conf): mknod of any device, and read/write/mknod
+/// of null, zero, full, tty, console, ptmx, random, urandom, the pts and fuse. Every
+/// container's rules start from it, before its config's own allow/deny entries.
+pub const LXC_DEFAULT_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 136:* rwm",
+    "c 10:229 rwm",
+];
+
 /// Parse every rule of a plain list, naming the first bad one.
 pub fn parse_rules(rules: &[&str]) -> Result<Vec<DeviceRule>, DeviceRuleError> {
     rules.iter().map(|r| DeviceRule::parse(r)).collect()
@@ -346,21 +364,6 @@ mod tests {
         (p, notes)
     }
 
-    const LXC_DEFAULT: &[&str] = &[
-        "c *:* m",
-        "b *:* m",
-        "c 1:3 rwm",
-        "c 1:5 rwm",
-        "c 1:7 rwm",
-        "c 5:0 rwm",
-        "c 5:1 rwm",
-        "c 5:2 rwm",
-        "c 1:8 rwm",
-        "c 1:9 rwm",
-        "c 136:* rwm",
-        "c 10:229 rwm",
-    ];
-
     #[test]
     fn parse_forms_and_canonical_text() {
         assert_eq!(rule("a"), rule("a *:* rwm"));
@@ -412,7 +415,7 @@ mod tests {
 
     #[test]
     fn default_list_permits_what_lxc_allows() {
-        let (p, _) = policy(LXC_DEFAULT, &[]);
+        let (p, _) = policy(LXC_DEFAULT_DEVICES, &[]);
         assert!(!p.allows_by_default());
         assert!(p.permits(Char, 1, 3, "rw"));
         assert!(p.permits(Char, 136, 7, "rw"));
@@ -426,7 +429,7 @@ mod tests {
     #[test]
     fn user_allow_adds_and_merges() {
         let (p, notes) = policy(
-            LXC_DEFAULT,
+            LXC_DEFAULT_DEVICES,
             &[
                 (Allow, "c 10:200 rw"),
                 (Allow, "c 10:200 m"),
@@ -448,7 +451,10 @@ mod tests {
 
     #[test]
     fn user_deny_removes_exact_exception_or_letters() {
-        let (p, notes) = policy(LXC_DEFAULT, &[(Deny, "c 1:3 rwm"), (Deny, "c 1:5 w")]);
+        let (p, notes) = policy(
+            LXC_DEFAULT_DEVICES,
+            &[(Deny, "c 1:3 rwm"), (Deny, "c 1:5 w")],
+        );
         assert!(notes.is_empty(), "{notes:?}");
         assert!(!p.permits(Char, 1, 3, "r"));
         assert!(p.permits(Char, 1, 3, "m"), "c *:* m still grants mknod");
@@ -468,25 +474,25 @@ mod tests {
         );
         // With the default list, c *:* m keeps granting mknod: noted. A deny of letters
         // nobody granted is silent.
-        let (_, notes) = policy(LXC_DEFAULT, &[(Deny, "c 99:1 rwm")]);
+        let (_, notes) = policy(LXC_DEFAULT_DEVICES, &[(Deny, "c 99:1 rwm")]);
         assert_eq!(notes.len(), 1, "{notes:?}");
-        let (_, notes) = policy(LXC_DEFAULT, &[(Deny, "c 99:1 rw")]);
+        let (_, notes) = policy(LXC_DEFAULT_DEVICES, &[(Deny, "c 99:1 rw")]);
         assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]
     fn a_switches_the_default_and_clears_exceptions() {
-        let (p, _) = policy(LXC_DEFAULT, &[(Deny, "a")]);
+        let (p, _) = policy(LXC_DEFAULT_DEVICES, &[(Deny, "a")]);
         assert_eq!(p, DevicePolicy::deny_all());
         assert!(!p.permits(Char, 1, 3, "r"));
 
-        let (p, _) = policy(LXC_DEFAULT, &[(Allow, "a")]);
+        let (p, _) = policy(LXC_DEFAULT_DEVICES, &[(Allow, "a")]);
         assert!(p.allows_by_default() && p.exceptions().is_empty());
         assert!(p.permits(Block, 8, 0, "rwm"));
 
         // Allow-all, then specific denies: a deny list, read with partial overlap.
         let (p, notes) = policy(
-            LXC_DEFAULT,
+            LXC_DEFAULT_DEVICES,
             &[
                 (Allow, "a"),
                 (Deny, "c 1:3 w"),
@@ -513,8 +519,8 @@ mod tests {
         // A config that includes LXC's common.conf restates the default: deny a, then the
         // list. Composed onto our default it must give the same policy.
         let mut ops = vec![(Deny, "a")];
-        ops.extend(LXC_DEFAULT.iter().map(|r| (Allow, *r)));
-        let (p, _) = policy(LXC_DEFAULT, &ops);
-        assert_eq!(p, DevicePolicy::allowing(LXC_DEFAULT).unwrap());
+        ops.extend(LXC_DEFAULT_DEVICES.iter().map(|r| (Allow, *r)));
+        let (p, _) = policy(LXC_DEFAULT_DEVICES, &ops);
+        assert_eq!(p, DevicePolicy::allowing(LXC_DEFAULT_DEVICES).unwrap());
     }
 }

@@ -21,20 +21,7 @@ use nix::unistd::{fork, ForkResult};
 use DeviceOp::{Allow, Deny};
 
 /// LXC's default list, as coop-container applies it.
-const DEFAULT: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 136:* rwm",
-    "c 10:229 rwm",
-];
+const DEFAULT: &[&str] = coop_cgroups::devices::LXC_DEFAULT_DEVICES;
 
 static N: AtomicUsize = AtomicUsize::new(0);
 

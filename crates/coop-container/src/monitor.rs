@@ -39,23 +39,6 @@ const DEFAULT_CAP_DROP: &[&str] = &[
     "sys_rawio",
 ];
 
-/// LXC's default device allow list (common.conf): the start of every container's device
-/// rules, before the config's own `devices.allow`/`devices.deny` entries.
-pub const DEFAULT_DEVICES: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 136:* rwm",
-    "c 10:229 rwm",
-];
-
 /// Bytes of console output one slow console client may miss before it is dropped.
 const CLIENT_IO_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -596,7 +579,10 @@ fn configure_cgroup(cg: &Cgroup, hier: &Hierarchy, config: &Config) -> Result<()
     // Devices: LXC's default list, then the config's own rules in order (see
     // coop_cgroups::devices), as v1 files or as a cgroup v2 eBPF filter.
     let v1_devices = hier.v1_mount("devices").is_some();
-    let notes = cg.set_device_rules(DEFAULT_DEVICES, &device_rules(config, v1_devices))?;
+    let notes = cg.set_device_rules(
+        coop_cgroups::devices::LXC_DEFAULT_DEVICES,
+        &device_rules(config, v1_devices),
+    )?;
     for n in notes {
         tracing::warn!("{n}");
     }
