@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{missing, qemu_root, wait_port, ChildGuard};
+use common::{missing, sh_in, start_qemu_spice};
 use spice_client::spice_proto::consts::channel as chan;
 use spice_client::{capture, CaptureOptions, ClientConfig, SecureChannels, Session};
 
@@ -23,44 +22,7 @@ openssl req -nodes $ec -keyout server-key.pem -out s.csr -subj "/O=coop tests/CN
 printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > ext.cnf
 openssl x509 -req -in s.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile ext.cnf -out server-cert.pem
 "#;
-    let o = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn start_qemu(spice: &str, wait: u16) -> Option<ChildGuard> {
-    let root = qemu_root();
-    let bin = root.join("usr/bin/qemu-system-x86_64");
-    if !bin.exists() {
-        eprintln!("SKIP: no QEMU at {} (set COOP_QEMU_ROOT)", bin.display());
-        return None;
-    }
-    let libs = format!(
-        "{}:{}",
-        root.join("usr/lib/x86_64-linux-gnu").display(),
-        root.join("lib/x86_64-linux-gnu").display()
-    );
-    let child = Command::new(&bin)
-        .env("LD_LIBRARY_PATH", libs)
-        .arg("-L")
-        .arg(root.join("usr/share/seabios"))
-        .arg("-L")
-        .arg(root.join("usr/share/qemu"))
-        .args(["-nodefaults", "-vga", "qxl", "-display", "none", "-m", "64"])
-        .args(["-spice", spice])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let g = ChildGuard(child);
-    assert!(
-        wait_port(wait, Duration::from_secs(20)),
-        "QEMU did not open port {wait}"
-    );
-    Some(g)
+    sh_in(d, script);
 }
 
 fn secure_of(stats: &[spice_client::ChannelStats], name: &str) -> Option<bool> {
@@ -78,7 +40,7 @@ fn qemu_need_secured_channels_and_tls_only() {
     make_pki(d);
     let ca = d.join("ca-cert.pem");
     let x509 = d.display();
-    let Some(both) = start_qemu(
+    let Some(both) = start_qemu_spice(
         &format!(
             "port=16350,tls-port=16351,addr=127.0.0.1,disable-ticketing=on,\
              x509-dir={x509},tls-channel=main,tls-channel=display"
@@ -133,7 +95,7 @@ fn qemu_need_secured_channels_and_tls_only() {
     drop(both);
 
     // TLS only.
-    let Some(_q) = start_qemu(
+    let Some(_q) = start_qemu_spice(
         &format!("tls-port=16352,addr=127.0.0.1,disable-ticketing=on,x509-dir={x509}"),
         16352,
     ) else {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{missing, ChildGuard};
+use common::{missing, sh_in, ChildGuard};
 use spice_client::viewer::{run_window, ViewerOptions};
 use spice_client::ClientConfig;
 
@@ -73,12 +73,7 @@ openssl req -nodes $ec -keyout key.pem -out s.csr -subj "/CN=localhost"
 printf 'subjectAltName=DNS:localhost\n' > ext.cnf
 openssl x509 -req -in s.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem
 "#;
-    let o = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sh_in(d, script);
 
     // The viewer's X server first, so that it goes last: when it dies Xlib ends the
     // process, and on a failed assertion the served one must be gone by then.

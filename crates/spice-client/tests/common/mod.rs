@@ -267,13 +267,24 @@ pub fn qemu_root() -> PathBuf {
 /// Starts QEMU (TCG, `-vga qxl`, no disk: SeaBIOS's screen) with SPICE on a
 /// free loopback port; `None` (after a SKIP line) when QEMU is not unpacked.
 pub fn start_qemu(base: u16) -> Option<(ChildGuard, u16)> {
+    let (_, port) = free_slot(base);
+    let g = start_qemu_spice(
+        &format!("port={port},addr=127.0.0.1,disable-ticketing=on"),
+        port,
+    )?;
+    Some((g, port))
+}
+
+/// Starts QEMU as [`start_qemu`] does but with the given `-spice` option string,
+/// and waits until `wait` (one of its ports) accepts; `None` (after a SKIP line)
+/// when QEMU is not unpacked.
+pub fn start_qemu_spice(spice: &str, wait: u16) -> Option<ChildGuard> {
     let root = qemu_root();
     let bin = root.join("usr/bin/qemu-system-x86_64");
     if !bin.exists() {
         eprintln!("SKIP: no QEMU at {} (set COOP_QEMU_ROOT)", bin.display());
         return None;
     }
-    let (_, port) = free_slot(base);
     let libs = format!(
         "{}:{}",
         root.join("usr/lib/x86_64-linux-gnu").display(),
@@ -285,25 +296,27 @@ pub fn start_qemu(base: u16) -> Option<(ChildGuard, u16)> {
         .arg(root.join("usr/share/seabios"))
         .arg("-L")
         .arg(root.join("usr/share/qemu"))
-        .args([
-            "-nodefaults",
-            "-vga",
-            "qxl",
-            "-display",
-            "none",
-            "-m",
-            "64",
-            "-spice",
-        ])
-        .arg(format!("port={port},addr=127.0.0.1,disable-ticketing=on"))
+        .args(["-nodefaults", "-vga", "qxl", "-display", "none", "-m", "64"])
+        .args(["-spice", spice])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let g = ChildGuard(child);
     assert!(
-        wait_port(port, Duration::from_secs(20)),
-        "QEMU did not open port {port}"
+        wait_port(wait, Duration::from_secs(20)),
+        "QEMU did not open port {wait}"
     );
-    Some((g, port))
+    Some(g)
+}
+
+/// Runs the `sh` script `script` in `dir` (the tests' openssl recipes), failing the
+/// test with its stderr when it does not succeed.
+pub fn sh_in(dir: &Path, script: &str) {
+    let o = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
