@@ -85,75 +85,49 @@ impl Pki {
             a.extend(["-keyout", &k, "-out", &c, "-subj", &s]);
             run(&a);
         }
-        let mut a = vec!["req", "-nodes"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "server-key.pem",
-            "-out",
-            "server.csr",
-            "-subj",
+        // A leaf `{stem}-cert.pem` / `{stem}-key.pem` for `subj`, signed by ca.pem
+        // with the extensions `ext`.
+        let leaf = |stem: &str, subj: &str, ext: &str| {
+            let (key, csr, cnf, cert) = (
+                format!("{stem}-key.pem"),
+                format!("{stem}.csr"),
+                format!("{stem}-ext.cnf"),
+                format!("{stem}-cert.pem"),
+            );
+            let mut a = vec!["req", "-nodes"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
+            run(&a);
+            std::fs::write(d.join(&cnf), ext).unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &cnf,
+                "-out",
+                &cert,
+            ]);
+        };
+        leaf(
+            "server",
             "/C=XX/O=coop tests/CN=coop tls server",
-        ]);
-        run(&a);
-        std::fs::write(
-            d.join("ext.cnf"),
             "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
              keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server-cert.pem",
-        ]);
-        let mut a = vec!["req", "-nodes"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "cn-key.pem",
-            "-out",
-            "cn.csr",
-            "-subj",
+        );
+        leaf(
+            "cn",
             "/O=coop tests/CN=localhost",
-        ]);
-        run(&a);
-        std::fs::write(
-            d.join("cn-ext.cnf"),
-            "basicConstraints=CA:FALSE
-extendedKeyUsage=serverAuth
-",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "cn.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "cn-ext.cnf",
-            "-out",
-            "cn-cert.pem",
-        ]);
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        );
         Some(Pki { dir })
     }
 }
