@@ -54,16 +54,6 @@ async fn follow(
     }
 }
 
-fn script(x: &Xvfb, sh: &str) -> std::process::Child {
-    std::process::Command::new("sh")
-        .args(["-c", sh])
-        .env("DISPLAY", &x.name)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn sh")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scroll_and_window_move_become_copy_bits_and_stay_exact() {
     if skip_without(&["Xvfb", "xterm", "import", "xdotool", "convert", "display"]) {
@@ -115,7 +105,7 @@ async fn scroll_and_window_move_become_copy_bits_and_stay_exact() {
     // Scrolling text.
     let before = std::mem::take(&mut seen);
     std::fs::write(&flag, b"").unwrap();
-    let mut wait_scroll = Some(script(&x, "sleep 4"));
+    let mut wait_scroll = Some(x.script("sleep 4"));
     follow(
         &x,
         &mut disp,
@@ -144,7 +134,7 @@ async fn scroll_and_window_move_become_copy_bits_and_stay_exact() {
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let mut mover = Some(script(&x, &steps));
+    let mut mover = Some(x.script(&steps));
     follow(
         &x,
         &mut disp,

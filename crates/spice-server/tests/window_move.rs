@@ -17,16 +17,6 @@ struct Seen {
     draws: usize,
 }
 
-fn script(x: &Xvfb, sh: &str) -> std::process::Child {
-    std::process::Command::new("sh")
-        .args(["-c", sh])
-        .env("DISPLAY", &x.name)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn sh")
-}
-
 /// Starts a server on a fresh 640x480 Xvfb, links a client, then runs `moves` (a shell
 /// script; `$ID` is the id of a `display` window mapped at +10+10 by the same script just
 /// before) and checks the client ends up with the X server's exact picture.
@@ -62,7 +52,7 @@ async fn map_and_move(moves: &str) -> Option<Seen> {
          sleep 0.5",
         photo.display()
     );
-    let mut busy = script(&x, &sh);
+    let mut busy = x.script(&sh);
     let mut seen = Seen::default();
     let t0 = Instant::now();
     let mut quiet_since: Option<Instant> = None;

@@ -146,6 +146,18 @@ impl Xvfb {
             .unwrap_or(false)
     }
 
+    /// Starts the `sh` script `sh` on this display (output discarded) and returns it
+    /// running, for tests that watch the screen while it works.
+    pub fn script(&self, sh: &str) -> Child {
+        Command::new("sh")
+            .args(["-c", sh])
+            .env("DISPLAY", &self.name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sh")
+    }
+
     /// The X server's own view of the screen, as (w, h, RGB bytes).
     pub fn reference(&self, dir: &Path) -> (u32, u32, Vec<u8>) {
         let out = dir.join("reference.ppm");
