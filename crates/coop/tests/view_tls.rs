@@ -180,31 +180,23 @@ fn coop_view_over_tls_gets_exact_pixels_and_refuses_bad_certificates() {
 
     // The host subject decides instead of the name: right subject via 127.0.0.1
     // (not in the certificate) works, a wrong one is refused.
-    let o = view(&[
-        "-h",
-        "127.0.0.1",
-        "--tls-port",
-        "16321",
-        "--ca-file",
-        &p("ca.pem"),
-        "--host-subject",
-        "C=XX,O=coop tests,CN=coop view server",
-        "--screenshot",
-        &p("subject.ppm"),
-    ]);
+    let by_subject = |cn: &str, out: &str| {
+        view(&[
+            "-h",
+            "127.0.0.1",
+            "--tls-port",
+            "16321",
+            "--ca-file",
+            &p("ca.pem"),
+            "--host-subject",
+            &format!("C=XX,O=coop tests,CN={cn}"),
+            "--screenshot",
+            &p(out),
+        ])
+    };
+    let o = by_subject("coop view server", "subject.ppm");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = view(&[
-        "-h",
-        "127.0.0.1",
-        "--tls-port",
-        "16321",
-        "--ca-file",
-        &p("ca.pem"),
-        "--host-subject",
-        "C=XX,O=coop tests,CN=impostor",
-        "--screenshot",
-        &p("no.ppm"),
-    ]);
+    let o = by_subject("impostor", "no.ppm");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
