@@ -93,6 +93,23 @@ fn open_r(p: &'static str) -> impl Fn() -> std::io::Result<()> {
 fn open_w(p: &'static str) -> impl Fn() -> std::io::Result<()> {
     move || OpenOptions::new().write(true).open(p).map(drop)
 }
+/// A probe making a device node `kind` (S_IFCHR or S_IFBLK) major:minor at `path`.
+fn make_node(
+    path: &Path,
+    kind: SFlag,
+    major: u64,
+    minor: u64,
+) -> impl Fn() -> std::io::Result<()> + '_ {
+    move || {
+        mknod(
+            path,
+            kind,
+            Mode::from_bits_truncate(0o600),
+            makedev(major, minor),
+        )
+        .map_err(std::io::Error::from)
+    }
+}
 
 #[test]
 fn filter_allows_only_listed_devices() {
@@ -101,15 +118,7 @@ fn filter_allows_only_listed_devices() {
     // The program fd was closed inside apply: the attachment must keep it working.
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path().join("random");
-    let mk = || {
-        mknod(
-            &node,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o600),
-            makedev(1, 8),
-        )
-        .map_err(std::io::Error::from)
-    };
+    let mk = make_node(&node, SFlag::S_IFCHR, 1, 8);
     let (nw, zr, fr) = (
         open_w("/dev/null"),
         open_r("/dev/zero"),
@@ -184,24 +193,8 @@ fn container_default_style_rules_mknod_anywhere_open_listed() {
     devices_bpf::apply(&cg.0, &rules).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let (c, b) = (tmp.path().join("c"), tmp.path().join("b"));
-    let mk_c = || {
-        mknod(
-            &c,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o600),
-            makedev(1, 8),
-        )
-        .map_err(std::io::Error::from)
-    };
-    let mk_b = || {
-        mknod(
-            &b,
-            SFlag::S_IFBLK,
-            Mode::from_bits_truncate(0o600),
-            makedev(7, 200),
-        )
-        .map_err(std::io::Error::from)
-    };
+    let mk_c = make_node(&c, SFlag::S_IFCHR, 1, 8);
+    let mk_b = make_node(&b, SFlag::S_IFBLK, 7, 200);
     let (nw, fr) = (open_w("/dev/null"), open_r("/dev/full"));
     let got = probe_in_child(&cg.0, &[&mk_c, &mk_b, &nw, &fr]);
     let eperm = libc::EPERM as u8;
