@@ -2,7 +2,8 @@
 # Installs the Debian packages coop needs (as root). Sourced by setup.sh and test.sh.
 # Usage: deps.sh run|test   — "run" is what coop itself uses, "test" adds the test peers.
 set -euo pipefail
-want_run=(busybox-static debootstrap nftables dnsmasq-base iproute2 e2fsprogs xz-utils zstd user-mode-linux xvfb)
+want_run=(busybox-static debootstrap nftables dnsmasq-base iproute2 e2fsprogs xz-utils zstd user-mode-linux xvfb
+          musl-tools)
 want_test=(lxc xvfb x11-apps x11-utils x11-xserver-utils xterm xdotool xclip imagemagick
            spice-client-gtk virt-viewer xserver-xspice user-mode-linux iperf3 hyperfine tshark openssl)
 pkgs=("${want_run[@]}")
@@ -25,6 +26,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "coop: no Rust toolchain found (cargo); install one with rustup" >&2
     exit 1
   fi
+fi
+# The static coop is linked against musl (see build-static.sh); without the target it
+# falls back to static glibc, so a failure here costs start-up time, not the build.
+musl_target=$(rustc -vV | awk '/^host:/ {sub(/-gnu$/, "-musl", $2); print $2}')
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$musl_target" ] && command -v rustup >/dev/null; then
+  timeout 300 rustup target add "$musl_target" >/dev/null 2>&1 \
+    || echo "coop: cannot add the Rust target $musl_target; coop will be linked against glibc" >&2
 fi
 if [ "${1:-run}" = test ]; then
   # QEMU 7.2 does not apt-get install next to this image's newer qemu-utils; the SPICE

@@ -14,8 +14,14 @@ for d in ../shared /work/shared; do
     break
   fi
 done
-# The coLinux guest agent runs inside guests of any libc: build it statically.
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p coop-guest-agent \
-  --target x86_64-unknown-linux-gnu --target-dir target/guest-agent
-export COOP_GUEST_AGENT=$PWD/target/guest-agent/x86_64-unknown-linux-gnu/release/coop-guest-agent
-cargo test --workspace --no-fail-fast -- --test-threads=1
+# The static release build setup.sh installs (coop and coop-monitor on musl, see
+# build-static.sh), and with it the coLinux guest agent, which runs inside guests of any
+# libc and so is static too.
+BIN=$(scripts/build-static.sh)
+export COOP_GUEST_AGENT=$BIN/coop-guest-agent
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads=1 || status=1
+# The container lifecycle once more, through the binary users run.
+echo "coop: container tests against the static build $BIN/coop"
+COOP_TEST_BIN=$BIN/coop cargo test -p coop --test containers -- --test-threads=1 || status=1
+exit $status

@@ -435,7 +435,7 @@ fn autostart_marks_and_starts_in_order() {
 
 #[test]
 fn checkconfig_reports_every_feature() {
-    let out = Command::new(BIN).arg("checkconfig").output().unwrap();
+    let out = Command::new(bin()).arg("checkconfig").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for line in [
         "mnt namespace:",
@@ -467,7 +467,7 @@ fn checkconfig_reports_every_feature() {
         "{text}"
     );
     let json: serde_json::Value = serde_json::from_slice(
-        &Command::new(BIN)
+        &Command::new(bin())
             .args(["checkconfig", "--json"])
             .output()
             .unwrap()

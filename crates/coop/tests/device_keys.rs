@@ -99,7 +99,7 @@ fn coop_v2(c: &Coop, args: &[&str]) -> Output {
     Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("umount /sys/fs/cgroup/devices && exec \"$0\" \"$@\"")
-        .arg(BIN)
+        .arg(bin())
         .args(args)
         .env("COOP_ROOT", c.root.path())
         .env("RUST_LOG", "warn,netlink_packet_route=error")

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{have, ppm_pixels, BIN};
+use common::{bin, have, ppm_pixels};
 
 /// Kills and reaps a child on drop.
 struct Guard(std::process::Child);
@@ -46,7 +46,7 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -d
 }
 
 fn view(args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(bin())
         .arg("view")
         .args(args)
         .stdin(Stdio::null())
@@ -115,7 +115,7 @@ fn coop_view_over_tls_gets_exact_pixels_and_refuses_bad_certificates() {
     ));
     let p = |f: &str| d.join(f).to_str().unwrap().to_string();
     let _server = Guard(
-        Command::new(BIN)
+        Command::new(bin())
             .args(["spice", "serve", "--x11", display, "--port", "16320"])
             .args(["--tls-port", "16321", "--disable-ticketing"])
             .args(["--x509-cert", &p("server-cert.pem")])

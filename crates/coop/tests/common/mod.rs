@@ -9,7 +9,17 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_coop");
+/// The `coop` under test: this build's, or `$COOP_TEST_BIN` (the test command also runs
+/// the container tests against the static release build that setup.sh installs).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("COOP_TEST_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_coop").to_string())
+    })
+}
 
 /// Root is needed for namespaces and cgroups; without it the test says so and passes
 /// nothing silently: it prints SKIP and returns.
@@ -142,7 +152,7 @@ impl Coop {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.env("COOP_ROOT", self.root.path());
         c.env("RUST_LOG", "warn,netlink_packet_route=error");
         c
