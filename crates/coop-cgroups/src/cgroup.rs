@@ -130,6 +130,54 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Like [`Cgroup::create`], for a group that should not exist yet: one left behind
+    /// (its monitor was killed) is destroyed and made anew, so no old limit or task
+    /// carries over. Where the parents exist, as on every start but the first, each
+    /// hierarchy costs one mkdir: the per-level walk of `create` (a lookup, a mkdir and, in
+    /// cpuset, two reads per level) is only taken where a parent is missing.
+    pub fn create_fresh(&self) -> Result<(), CgroupError> {
+        let rel = self.relp()?;
+        let cpuset_mount = self.h.v1_mount("cpuset").map(Path::to_path_buf);
+        // Enabling controllers on each v2 ancestor is part of the walk: v2 always takes it.
+        let v2_walk = self
+            .h
+            .unified_mount()
+            .map(Path::to_path_buf)
+            .filter(|_| !self.h.v2_wanted().is_empty());
+        let mut walk = false;
+        let mut leftover = false;
+        for mount in self.h.mounts() {
+            if v2_walk.as_deref() == Some(mount.as_path()) {
+                walk = true;
+                continue;
+            }
+            let dir = mount.join(rel);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    if cpuset_mount.as_deref() == Some(mount.as_path()) {
+                        if let Some(parent) = dir.parent() {
+                            inherit_cpuset(parent, &dir)?;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => walk = true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => leftover = true,
+                Err(source) => return Err(CgroupError::Mkdir { path: dir, source }),
+            }
+        }
+        if leftover {
+            tracing::debug!(rel = %self.raw, "reclaiming a cgroup left behind");
+            self.destroy()?;
+            return self.create();
+        }
+        if walk {
+            // Idempotent where the fast path already made the directory.
+            return self.create();
+        }
+        tracing::debug!(rel = %self.raw, "cgroup created");
+        Ok(())
+    }
+
     /// Whether the directory exists in at least one hierarchy.
     pub fn exists(&self) -> bool {
         self.paths().iter().any(|p| p.is_dir())

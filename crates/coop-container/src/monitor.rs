@@ -50,12 +50,73 @@ pub fn main(
     spice: Option<String>,
     spice_password_file: Option<PathBuf>,
 ) -> i32 {
+    run_monitor(store, name, spice, spice_password_file, None)
+}
+
+/// The container's cgroup, made by the process that forked the monitor (the CLI) while
+/// the monitor makes the ptys and clones init: on two cores the two halves of a start
+/// overlap instead of adding up. `ready` brings one message: `C` when the group exists
+/// with its limits and device rules, else why it could not be made; EOF when that
+/// process died first.
+pub(crate) struct CgroupHandoff {
+    pub hier: Hierarchy,
+    pub ready: OwnedFd,
+}
+
+/// The half of a start that [`CgroupHandoff`] describes, run by the CLI: the group,
+/// made fresh, with the config's limits and device rules. The message for `ready`.
+pub(crate) fn prepare_cgroup(
+    store: &Store,
+    name: &str,
+    hier: &Hierarchy,
+    config: &Config,
+) -> Vec<u8> {
+    let cgroup = Cgroup::new(hier, &store.cgroup_name(name));
+    match cgroup
+        .create_fresh()
+        .map_err(Error::from)
+        .and_then(|()| configure_cgroup(&cgroup, hier, config))
+    {
+        Ok(()) => b"C".to_vec(),
+        Err(e) => e.to_string().into_bytes(),
+    }
+}
+
+/// Blocks until the CLI's half of the start is done; Ok when the cgroup is ready.
+fn await_cgroup(ready: OwnedFd) -> Result<()> {
+    let mut msg = String::new();
+    let _ = File::from(ready).read_to_string(&mut msg);
+    match msg.as_str() {
+        "C" => Ok(()),
+        "" => Err(Error::Msg(
+            "the command that started the container ended before its cgroup was made".into(),
+        )),
+        _ => Err(Error::Msg(msg)),
+    }
+}
+
+pub(crate) fn run_monitor(
+    store: &Store,
+    name: &str,
+    spice: Option<String>,
+    spice_password_file: Option<PathBuf>,
+    mut handoff: Option<CgroupHandoff>,
+) -> i32 {
     let _ = nix::unistd::setsid();
     // Descriptors the CLI inherited from its own caller must not live as long as the
     // container (a test harness waiting for a pipe to close would wait forever).
-    // SAFETY: close_range only closes descriptors; none above 2 is in use yet.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    // The hand-off's pipe is the one descriptor above 2 we own.
+    let ranges = match handoff.as_ref().map(|h| h.ready.as_raw_fd() as u32) {
+        Some(k) if k > 3 => vec![(3, k - 1), (k + 1, u32::MAX)],
+        Some(3) => vec![(4, u32::MAX)],
+        _ => vec![(3, u32::MAX)],
+    };
+    for (first, last) in ranges {
+        // SAFETY: close_range only closes descriptors; of those above 2 only the
+        // hand-off's is in use yet, and it is outside every range.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, first, last, 0u32);
+        }
     }
     let mut ready = File::from(
         std::io::stdout()
@@ -63,15 +124,22 @@ pub fn main(
             .try_clone_to_owned()
             .expect("stdout"),
     );
-    let mut mon = match launch(store, name, spice, spice_password_file) {
+    let mut mon = match launch(store, name, spice, spice_password_file, &mut handoff) {
         Ok(m) => m,
         Err(e) => {
+            // Failed before the monitor took the group over: it may still be in the
+            // making; wait for that, then remove it.
+            if let Some(h) = handoff.take() {
+                let _ = await_cgroup(h.ready);
+                let _ = Cgroup::new(&h.hier, &store.cgroup_name(name)).destroy();
+            }
             let _ = writeln!(ready, "ERR {e}");
             return 1;
         }
     };
     let _ = writeln!(ready, "OK {}", mon.init);
     drop(ready);
+    await_cli_return();
     redirect_output(&store.run_dir(name).join("monitor.log"));
     if let Some(exe) = small_monitor(&mon) {
         // Returns only when the exec failed; this process then stays the monitor.
@@ -245,6 +313,8 @@ struct Monitor {
     name: String,
     init: Pid,
     cgroup: Cgroup,
+    /// The CLI is still making `cgroup` (see [`CgroupHandoff`]).
+    cgroup_pending: Option<File>,
     masters: Vec<OwnedFd>,
     /// Kept open so reading a master never fails with EIO between two gettys.
     _slaves: Vec<OwnedFd>,
@@ -274,6 +344,7 @@ fn launch(
     name: &str,
     spice: Option<String>,
     spice_password_file: Option<PathBuf>,
+    handoff: &mut Option<CgroupHandoff>,
 ) -> Result<Monitor> {
     let t0 = std::time::Instant::now();
     let config = Config::load(&store.config_path(name))?;
@@ -324,14 +395,17 @@ fn launch(
     }
 
     tracing::debug!(elapsed = ?t0.elapsed(), "config");
-    let hier = Hierarchy::detect()?;
+    let hier = match handoff {
+        Some(h) => h.hier.clone(),
+        None => Hierarchy::detect()?,
+    };
     let cgroup = Cgroup::new(&hier, &store.cgroup_name(name));
-    if cgroup.exists() {
-        // A previous monitor died without cleaning up (killed -9): reclaim the group.
-        cgroup.destroy()?;
+    if handoff.is_none() {
+        // A group a killed monitor left behind is reclaimed (destroyed and made anew).
+        cgroup.create_fresh()?;
     }
-    cgroup.create()?;
     let mut mon = Monitor {
+        cgroup_pending: handoff.take().map(|h| File::from(h.ready)),
         store: store.clone(),
         name: name.to_string(),
         init: Pid::from_raw(0),
@@ -352,7 +426,9 @@ fn launch(
         agent_client: None,
     };
     tracing::debug!(elapsed = ?t0.elapsed(), "cgroup created");
-    configure_cgroup(&mon.cgroup, &hier, &config)?;
+    if mon.cgroup_pending.is_none() {
+        configure_cgroup(&mon.cgroup, &hier, &config)?;
+    }
 
     // Console (index 0) and lxc.tty.max ttys.
     let mut tty_paths = Vec::new();
@@ -465,6 +541,9 @@ fn launch(
 
     tracing::debug!(elapsed = ?t0.elapsed(), "cloned");
     let go = (|| -> Result<()> {
+        if let Some(ready) = mon.cgroup_pending.take() {
+            await_cgroup(ready.into())?;
+        }
         mon.cgroup.add_process(pid.as_raw())?;
         tracing::debug!(elapsed = ?t0.elapsed(), "cgroup joined");
         if userns {
@@ -508,22 +587,9 @@ fn launch(
     // then its own message says why, not our failed write.
     let released = sync_w.write_all(b"G");
     drop(sync_w);
-    let mut msg = String::new();
-    let _ = File::from(err_r).read_to_string(&mut msg);
-    if msg.is_empty() {
-        released.map_err(Error::io("cannot release the container's init"))?;
-    }
-    if !msg.is_empty() {
-        return Err(Error::Msg(format!("container {name}: {msg}")));
-    }
-
-    if let Some(gui) = &mut mon.gui {
-        gui.serve(
-            Path::new("/proc/self/exe"),
-            &crate::display::control_socket(store, name),
-        )?;
-    }
-    tracing::debug!(elapsed = ?t0.elapsed(), "init exec'd");
+    // While init pivots and execs, make the socket and the state file: they are what
+    // the next command reads, and building them here takes them off the start's
+    // critical path. If init fails, Drop removes both with the rest.
     let sock = store.socket_path(name);
     let _ = fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
@@ -560,8 +626,23 @@ fn launch(
         attach: Some(attach),
         kind: config.kind.clone(),
     };
-    tracing::debug!(elapsed = ?t0.elapsed(), "listening");
     state.write(store)?;
+    let mut msg = String::new();
+    let _ = File::from(err_r).read_to_string(&mut msg);
+    if msg.is_empty() {
+        released.map_err(Error::io("cannot release the container's init"))?;
+    }
+    if !msg.is_empty() {
+        return Err(Error::Msg(format!("container {name}: {msg}")));
+    }
+
+    if let Some(gui) = &mut mon.gui {
+        gui.serve(
+            Path::new("/proc/self/exe"),
+            &crate::display::control_socket(store, name),
+        )?;
+    }
+    tracing::debug!(elapsed = ?t0.elapsed(), "init exec'd");
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -957,6 +1038,19 @@ fn signal_pipe() -> Result<OwnedFd> {
     Ok(r)
 }
 
+/// Waits (briefly) until the CLI that started us has closed its end of the start pipe,
+/// our stdout. On two cores the container's init is already busy; handing over to the
+/// small monitor (an exec) before the CLI has returned would take a core from it and
+/// delay `coop start` by the exec's time. Nothing else is urgent: init's exit and CLI
+/// requests wait in the kernel until the poll loop runs.
+fn await_cli_return() {
+    // SAFETY: fd 1 is open (the start pipe) until redirect_output replaces it.
+    let out = unsafe { BorrowedFd::borrow_raw(1) };
+    let mut fds = [PollFd::new(out, PollFlags::empty())];
+    // A pipe's write end reports POLLERR once no reader is left.
+    let _ = poll(&mut fds, PollTimeout::from(100u8));
+}
+
 fn redirect_output(log: &Path) {
     if let Ok(f) = OpenOptions::new().create(true).append(true).open(log) {
         let _ = nix::unistd::dup2(f.as_raw_fd(), 1);
@@ -1328,6 +1422,10 @@ impl Drop for Monitor {
     /// Only reached with `exit == None` when start failed half-way.
     fn drop(&mut self) {
         if self.exit.is_none() {
+            if let Some(ready) = self.cgroup_pending.take() {
+                // Removing the group while the CLI still makes it would leave a part.
+                let _ = await_cgroup(ready.into());
+            }
             if self.init.as_raw() > 0 {
                 let _ = kill(self.init, Signal::SIGKILL);
                 let _ = waitpid(self.init, None);

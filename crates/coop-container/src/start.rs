@@ -1,11 +1,13 @@
 //! `coop start`: launch a container's monitor and wait until its init runs.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use coop_cgroups::Hierarchy;
+use coop_config::Config;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -18,23 +20,25 @@ use crate::{Error, Result, Store};
 /// loading the whole binary a second time; the monitor's long-lived part is a fresh
 /// program anyway (crates/coop-monitor, see monitor.rs).
 /// `spice_password_file` (absolute) overrides `coop.display.spice.password-file`.
+/// Returns init's host PID, as the monitor reported it.
 pub fn start(
     store: &Store,
     name: &str,
     exe: &Path,
     spice: Option<&str>,
     spice_password_file: Option<&Path>,
-) -> Result<RunState> {
+) -> Result<i32> {
     store.require(name)?;
     let _lock = store.lock(name)?;
     if RunState::load(store, name)?.is_some() {
         return Err(Error::Running(name.to_string()));
     }
-    let (out, pid) = if single_threaded()
-        && spice_password_file.is_none()
-        && plain_container(store, name, spice)
-    {
-        fork_monitor(store, name, spice)?
+    let plain = match plain_config(store, name, spice) {
+        Some(config) if single_threaded() && spice_password_file.is_none() => Some(config),
+        _ => None,
+    };
+    let (out, pid) = if let Some(config) = plain {
+        fork_monitor(store, name, &config)?
     } else {
         exec_monitor(store, name, exe, spice, spice_password_file)?
     };
@@ -45,21 +49,29 @@ pub fn start(
         let _ = waitpid(pid, None);
         return Err(Error::Msg(format!("cannot start {name}: {msg}")));
     }
-    if !line.starts_with("OK ") {
-        let status = waitpid(pid, None).ok();
-        return Err(Error::Msg(format!(
-            "cannot start {name}: the monitor ended without a word ({status:?})"
-        )));
+    // The monitor writes the state file before it says OK, and the CLI has nothing
+    // else to learn from it: reading and parsing it again would only delay the return.
+    match line.strip_prefix("OK ").and_then(|p| p.parse::<i32>().ok()) {
+        Some(init) => Ok(init),
+        None => {
+            let status = waitpid(pid, None).ok();
+            Err(Error::Msg(format!(
+                "cannot start {name}: the monitor ended without a word ({status:?})"
+            )))
+        }
     }
-    // The monitor lives on as a daemon; we never wait for it.
-    RunState::load(store, name)?
-        .ok_or_else(|| Error::Msg(format!("container {name} stopped right after starting")))
 }
 
-/// The read end of the monitor's start pipe (its stdout) and its pid.
-fn fork_monitor(store: &Store, name: &str, spice: Option<&str>) -> Result<(File, Pid)> {
+/// The read end of the monitor's start pipe (its stdout) and its pid. While the monitor
+/// makes the ptys and clones init, this process makes the cgroup (see
+/// monitor::CgroupHandoff).
+fn fork_monitor(store: &Store, name: &str, config: &Config) -> Result<(File, Pid)> {
+    let hier = Hierarchy::detect()?;
     let (r, w) = nix::unistd::pipe().map_err(Error::sys("pipe"))?;
     crate::init::set_cloexec(&r);
+    let (cg_r, cg_w) = nix::unistd::pipe().map_err(Error::sys("pipe"))?;
+    crate::init::set_cloexec(&cg_r);
+    crate::init::set_cloexec(&cg_w);
     let null = File::open("/dev/null").map_err(Error::io("cannot open /dev/null"))?;
     // SAFETY: the caller checked that this process has one thread, so the child cannot
     // inherit a lock another thread holds; it runs the monitor and leaves with _exit.
@@ -68,9 +80,10 @@ fn fork_monitor(store: &Store, name: &str, spice: Option<&str>) -> Result<(File,
             // The same stdio an exec'd monitor gets: the start pipe as stdout, no stdin.
             let ok = nix::unistd::dup2(w.as_raw_fd(), 1).is_ok()
                 && nix::unistd::dup2(null.as_raw_fd(), 0).is_ok();
-            drop((r, w, null));
+            drop((r, w, null, cg_w));
+            let handoff = crate::monitor::CgroupHandoff { hier, ready: cg_r };
             let code = if ok {
-                crate::monitor::main(store, name, spice.map(str::to_string), None)
+                crate::monitor::run_monitor(store, name, None, None, Some(handoff))
             } else {
                 1
             };
@@ -78,7 +91,13 @@ fn fork_monitor(store: &Store, name: &str, spice: Option<&str>) -> Result<(File,
             // handlers, buffered output that belongs to the parent).
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { child } => Ok((File::from(r), child)),
+        ForkResult::Parent { child } => {
+            drop((w, cg_r));
+            let msg = crate::monitor::prepare_cgroup(store, name, &hier, config);
+            // A monitor that already failed has closed its end; it reports why itself.
+            let _ = File::from(cg_w).write_all(&msg);
+            Ok((File::from(r), child))
+        }
     }
 }
 
@@ -118,13 +137,17 @@ fn exec_monitor(
     ))
 }
 
-/// A container whose monitor hands over to the small coop-monitor: no display, not a
-/// coLinux instance. Only those get a forked monitor; the others keep their full monitor
-/// for life, and a freshly exec'd one as before.
-fn plain_container(store: &Store, name: &str, spice: Option<&str>) -> bool {
-    spice.is_none()
-        && coop_config::Config::load(&store.config_path(name))
-            .is_ok_and(|c| c.kind.as_deref() != Some("colinux") && c.display_spice.is_none())
+/// The config of a container whose monitor hands over to the small coop-monitor: no
+/// display, not a coLinux instance. Only those get a forked monitor; the others keep
+/// their full monitor for life, and a freshly exec'd one as before (which also reports
+/// a config that does not load).
+fn plain_config(store: &Store, name: &str, spice: Option<&str>) -> Option<Config> {
+    if spice.is_some() {
+        return None;
+    }
+    Config::load(&store.config_path(name))
+        .ok()
+        .filter(|c| c.kind.as_deref() != Some("colinux") && c.display_spice.is_none())
 }
 
 /// Whether this process runs one thread (field 20 of /proc/self/stat).

@@ -34,9 +34,9 @@ pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {
         ),
         None => None,
     };
-    let st = coop_container::start::start(store, name, &exe, a.spice.as_deref(), pw.as_deref())?;
+    let init = coop_container::start::start(store, name, &exe, a.spice.as_deref(), pw.as_deref())?;
     if a.foreground && console(store, name, Some(0), false)? == Ended::Detached {
-        eprintln!("detached; {name} keeps running (pid {})", st.init_pid);
+        eprintln!("detached; {name} keeps running (pid {init})");
     }
     Ok(0)
 }
