@@ -61,6 +61,9 @@ pub fn main(
 pub(crate) struct CgroupHandoff {
     pub hier: Hierarchy,
     pub ready: OwnedFd,
+    /// The CPUs the CLI could use; the monitor starts pinned to one of them (see
+    /// start::spread) and takes them all back before it clones init.
+    pub cpus: Option<nix::sched::CpuSet>,
 }
 
 /// The half of a start that [`CgroupHandoff`] describes, run by the CLI: the group,
@@ -399,6 +402,7 @@ fn launch(
         Some(h) => h.hier.clone(),
         None => Hierarchy::detect()?,
     };
+    let cpus = handoff.as_ref().and_then(|h| h.cpus);
     let cgroup = Cgroup::new(&hier, &store.cgroup_name(name));
     if handoff.is_none() {
         // A group a killed monitor left behind is reclaimed (destroyed and made anew).
@@ -528,10 +532,14 @@ fn launch(
         let (s, e) = child_fds.take().expect("clone callback runs once");
         init::run(&spec, s, e)
     });
+    tracing::debug!(elapsed = ?t0.elapsed(), "spec built");
+    if let Some(cpus) = cpus {
+        // Init inherits our affinity: it gets every CPU the CLI had.
+        let _ = nix::sched::sched_setaffinity(Pid::from_raw(0), &cpus);
+    }
     // SAFETY: the monitor is single-threaded, so the child (a copy of this process, no
     // CLONE_VM) cannot inherit a lock held by another thread; the callback only uses
     // state prepared above and ends in exec or exit.
-    tracing::debug!(elapsed = ?t0.elapsed(), "spec built");
     let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
         .map_err(Error::sys("cannot clone the container's init"))?;
     mon.init = pid;

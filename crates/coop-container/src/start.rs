@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use coop_cgroups::Hierarchy;
 use coop_config::Config;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -73,6 +74,7 @@ fn fork_monitor(store: &Store, name: &str, config: &Config) -> Result<(File, Pid
     crate::init::set_cloexec(&cg_r);
     crate::init::set_cloexec(&cg_w);
     let null = File::open("/dev/null").map_err(Error::io("cannot open /dev/null"))?;
+    let cpus = sched_getaffinity(Pid::from_raw(0)).ok();
     // SAFETY: the caller checked that this process has one thread, so the child cannot
     // inherit a lock another thread holds; it runs the monitor and leaves with _exit.
     match unsafe { fork() }.map_err(Error::sys("cannot fork the monitor"))? {
@@ -81,7 +83,11 @@ fn fork_monitor(store: &Store, name: &str, config: &Config) -> Result<(File, Pid
             let ok = nix::unistd::dup2(w.as_raw_fd(), 1).is_ok()
                 && nix::unistd::dup2(null.as_raw_fd(), 0).is_ok();
             drop((r, w, null, cg_w));
-            let handoff = crate::monitor::CgroupHandoff { hier, ready: cg_r };
+            let handoff = crate::monitor::CgroupHandoff {
+                hier,
+                ready: cg_r,
+                cpus,
+            };
             let code = if ok {
                 crate::monitor::run_monitor(store, name, None, None, Some(handoff))
             } else {
@@ -93,6 +99,7 @@ fn fork_monitor(store: &Store, name: &str, config: &Config) -> Result<(File, Pid
         }
         ForkResult::Parent { child } => {
             drop((w, cg_r));
+            spread(child, &cpus);
             let msg = crate::monitor::prepare_cgroup(store, name, &hier, config);
             // A monitor that already failed has closed its end; it reports why itself.
             let _ = File::from(cg_w).write_all(&msg);
@@ -135,6 +142,25 @@ fn exec_monitor(
         File::from(std::os::fd::OwnedFd::from(out)),
         Pid::from_raw(child.id() as i32),
     ))
+}
+
+/// Puts the just-forked monitor on another core than ours. Left to the scheduler, a
+/// fork child on this VM often waits for its parent's core (or for an idle virtual CPU
+/// to wake), and the two halves of the start run one after the other after all. The
+/// monitor restores `cpus` before it clones init.
+fn spread(child: Pid, cpus: &Option<CpuSet>) {
+    let Some(cpus) = cpus else { return };
+    // SAFETY: sched_getcpu only reads which CPU this thread runs on.
+    let here = unsafe { libc::sched_getcpu() };
+    let other = (0..CpuSet::count())
+        .filter(|&c| c as i32 != here)
+        .find(|&c| cpus.is_set(c).unwrap_or(false));
+    if let Some(c) = other {
+        let mut one = CpuSet::new();
+        if one.set(c).is_ok() {
+            let _ = sched_setaffinity(child, &one);
+        }
+    }
 }
 
 /// The config of a container whose monitor hands over to the small coop-monitor: no
