@@ -13,6 +13,7 @@ source scripts/deps.sh run
 BIN=$(scripts/build-static.sh)
 cargo build --release -p coop-viewer
 install -m 0755 "$BIN/coop" "$BIN/coop-monitor" target/release/coop-viewer /usr/local/bin/
+[ -x "$BIN/coop-full" ] && install -m 0755 "$BIN/coop-full" /usr/local/bin/
 install -D -m 0755 "$BIN/coop-guest-agent" /usr/local/lib/coop/coop-guest-agent
 set -x
 coop checkconfig

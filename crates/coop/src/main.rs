@@ -62,6 +62,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    commands::full_build::take_over_long_work();
     tracing_subscriber::fmt()
         .with_env_filter(
             std::env::var("RUST_LOG")

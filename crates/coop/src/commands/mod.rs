@@ -8,6 +8,7 @@ pub mod copy;
 pub mod create;
 pub mod destroy;
 pub mod freeze;
+pub mod full_build;
 pub mod info;
 pub mod ls;
 pub mod monitor;

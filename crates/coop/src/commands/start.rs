@@ -25,7 +25,8 @@ pub struct Args {
 
 pub fn run(store: &Store, a: Args) -> anyhow::Result<u8> {
     let name = a.name.get()?;
-    let exe = std::env::current_exe()?;
+    // Only GUI containers and coLinux instances run `exe` as their monitor, for life.
+    let exe = super::full_build::long_running_exe()?;
     // The monitor runs elsewhere (its own cwd): give it an absolute path.
     let pw = match &a.spice_password_file {
         Some(f) => Some(
