@@ -56,18 +56,12 @@ fn run(a: Args) -> anyhow::Result<u8> {
         cfg.secure_channels = spice_client::SecureChannels::parse(s).map_err(anyhow::Error::msg)?;
     }
     if let Some(f) = &a.password_file {
-        let pw = std::fs::read_to_string(f)
+        cfg.read_password_file(f)
             .with_context(|| format!("cannot read the password file {}", f.display()))?;
-        cfg.password = pw.trim_end_matches(['\n', '\r']).to_string();
     }
     if let Some(c) = &a.compression {
         cfg.preferred_compression =
-            Some(spice_client::image_compression_by_name(c).with_context(|| {
-                format!(
-                    "unknown compression {c:?} ({})",
-                    spice_client::IMAGE_COMPRESSION_NAMES
-                )
-            })?);
+            Some(spice_client::parse_image_compression(c).map_err(anyhow::Error::msg)?);
     }
     match spice_client::viewer::run_window(cfg, Default::default()) {
         Ok(stats) => {

@@ -55,3 +55,10 @@ pub fn image_compression_by_name(name: &str) -> Option<u8> {
 
 /// The names [`image_compression_by_name`] knows, for error messages.
 pub const IMAGE_COMPRESSION_NAMES: &str = "auto_glz, auto_lz, quic, glz, lz, lz4, off";
+
+/// [`image_compression_by_name`], with the message a command line shows for a name it
+/// does not know.
+pub fn parse_image_compression(name: &str) -> Result<u8, String> {
+    image_compression_by_name(name)
+        .ok_or_else(|| format!("unknown compression {name:?} ({IMAGE_COMPRESSION_NAMES})"))
+}

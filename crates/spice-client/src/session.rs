@@ -116,6 +116,14 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// Takes the password (SPICE ticket) from `path`, a trailing newline ignored, as
+    /// `remote-viewer` and `coop view --password-file` read it.
+    pub fn read_password_file(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        let pw = std::fs::read_to_string(path)?;
+        self.password = pw.trim_end_matches(['\n', '\r']).to_string();
+        Ok(())
+    }
+
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         ClientConfig {
             host: host.into(),

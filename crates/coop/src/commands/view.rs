@@ -135,12 +135,7 @@ fn parse_uri(uri: &str) -> anyhow::Result<Target> {
 }
 
 fn compression(name: &str) -> anyhow::Result<u8> {
-    spice_client::image_compression_by_name(name).with_context(|| {
-        format!(
-            "unknown compression {name:?} ({})",
-            spice_client::IMAGE_COMPRESSION_NAMES
-        )
-    })
+    spice_client::parse_image_compression(name).map_err(anyhow::Error::msg)
 }
 
 fn print_stats(stats: &[spice_client::ChannelStats]) {
@@ -228,9 +223,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     cfg.host_subject = a.host_subject.clone();
     cfg.secure_channels = secure;
     if let Some(f) = &a.password_file {
-        let pw = std::fs::read_to_string(f)
+        cfg.read_password_file(f)
             .with_context(|| format!("cannot read the password file {}", f.display()))?;
-        cfg.password = pw.trim_end_matches(['\n', '\r']).to_string();
     }
     if let Some(c) = &a.compression {
         cfg.preferred_compression = Some(compression(c)?);
